@@ -1,0 +1,1 @@
+"""The edge runner: what a device needs to run archlab's TFLite files (LiteRT + numpy)."""

@@ -1,0 +1,72 @@
+"""Architecture registry: one name, one builder, one hyperparameter schema.
+
+    @register("mlp", hyperparameters=MLPParams, tasks=("image_classification",))
+    def build_mlp(input_shape, num_outputs, params: MLPParams) -> keras.Model: ...
+
+The registered name is the `architecture` value in `params.yaml`. Looking up an
+unknown name raises a `KeyError`-free `ValueError` that lists the known ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+from pydantic import BaseModel, ConfigDict
+
+
+class Hyperparameters(BaseModel):
+    """Base of every architecture's hyperparameter schema: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Builder = Callable[[tuple, int, Hyperparameters], keras.Model]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    build: Builder
+    hyperparameters: type[Hyperparameters]
+    tasks: tuple[str, ...]
+    description: str
+
+
+_REGISTRY: dict[str, Architecture] = {}
+
+
+def register(name: str, *, hyperparameters: type[Hyperparameters], tasks: tuple[str, ...]):
+    """Register a builder under `name`; a name can be registered once."""
+
+    def decorator(build: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        doc = (build.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = Architecture(name, build, hyperparameters, tasks, doc[0] if doc else "")
+        return build
+
+    return decorator
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Architecture:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(names())}") from None
+
+
+def build(name: str, input_shape: tuple, num_outputs: int, hyperparameters: dict | Hyperparameters,
+          batch_size: int | None = None) -> keras.Model:
+    """Build a registered architecture; `batch_size` fixes the input's batch (TFLite export)."""
+    arch = get(name)
+    if not isinstance(hyperparameters, Hyperparameters):
+        hyperparameters = arch.hyperparameters(**hyperparameters)
+    model = arch.build(keras.Input(shape=tuple(input_shape), batch_size=batch_size, name="inputs"),
+                       num_outputs, hyperparameters)
+    return model

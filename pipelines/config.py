@@ -1,0 +1,178 @@
+"""The `params.yaml` schema, validated before any work.
+
+    datasets: [fashion_mnist]          # prepared by the `prepare` stage
+    experiments:
+      <name>:                           # a DVC foreach key and an MLflow run name
+        architecture: cnn               # a name in the models registry
+        dataset: fashion_mnist          # embedded name or tfds/<catalog name>
+        seed: 42
+        hyperparameters: {...}          # the architecture's own schema (models/<family>.py)
+        training: {...}                 # `Training` below
+        export: {...}                   # `Export` below
+
+Any error (unknown name, wrong type, out-of-range value, missing or unknown key) is
+reported as one line naming the key and what is allowed, before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+import models
+from pipelines import datasets, paths
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
+VARIANTS = ("float32", "dynamic_range", "float16", "int8")
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Training(Strict):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float = Field(gt=0, le=10)
+    validation_percent: int = Field(default=10, ge=1, le=50)
+    early_stopping_patience: int = Field(default=5, ge=0)
+    clipnorm: Optional[PositiveFloat] = None
+    clipvalue: Optional[PositiveFloat] = None
+    shuffle_buffer: int = Field(default=10_000, ge=1)
+    max_train_examples: Optional[int] = Field(default=None, ge=1)
+
+
+class Export(Strict):
+    variants: list[Literal[VARIANTS]] = Field(default=list(VARIANTS), min_length=1)
+    float32_tolerance: float = Field(default=1e-4, gt=0)
+    representative_examples: int = Field(default=200, ge=1)
+    parity_examples: Optional[int] = Field(default=None, ge=1)
+    latency_runs: int = Field(default=200, ge=1)
+
+    @field_validator("variants")
+    @classmethod
+    def _float32_first(cls, v: list[str]) -> list[str]:
+        if "float32" not in v:
+            raise ValueError("must include 'float32' (the parity reference)")
+        return v
+
+
+class Experiment(Strict):
+    architecture: str
+    dataset: str
+    seed: int = Field(ge=0)
+    hyperparameters: dict      # may be {}: the architecture's defaults
+    training: Training
+    export: Export             # may be {}: the defaults below
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, v: str) -> str:
+        models.get(v)
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        datasets.check_name(v)
+        return v
+
+
+class Params(Strict):
+    datasets: list[str] = Field(min_length=1)
+    experiments: dict[str, Experiment] = Field(min_length=1)
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, v: list[str]) -> list[str]:
+        for name in v:
+            datasets.check_name(name)
+        return v
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message is one line naming the key."""
+
+
+def _one_line(error: ValidationError, prefix: str = "") -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
+    message = first["msg"].removeprefix("Value error, ")
+    got = f" (got {first['input']!r})" if first["type"] not in ("missing",) and \
+        not isinstance(first["input"], dict) else ""
+    return f"{where}: {message}{got}"
+
+
+def validate(raw: object, source: str = "params.yaml") -> Params:
+    """Validate a parsed params document; raise ParamsError with a one-line message."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping at the top level")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as e:
+        raise ParamsError(f"{source}: {_one_line(e)}") from None
+    for name, exp in params.experiments.items():
+        where = f"experiments.{name}"
+        if not re.match(NAME_PATTERN, name):
+            raise ParamsError(f"{source}: {where}: experiment names are lower-case letters, "
+                              "digits and underscores")
+        arch = models.get(exp.architecture)
+        try:
+            arch.hyperparameters.model_validate(exp.hyperparameters)
+        except ValidationError as e:
+            raise ParamsError(f"{source}: {_one_line(e, where + '.hyperparameters')}") from None
+        task = datasets.static_task(exp.dataset)
+        if task is not None and task not in arch.tasks:
+            raise ParamsError(f"{source}: {where}.architecture: {exp.architecture!r} does not do "
+                              f"{task} (dataset {exp.dataset!r}); it does {', '.join(arch.tasks)}")
+        if exp.dataset not in params.datasets:
+            raise ParamsError(f"{source}: {where}.dataset: {exp.dataset!r} is not in datasets "
+                              f"({', '.join(params.datasets)}), so it is never prepared")
+    return params
+
+
+def load(path: Path = paths.PARAMS) -> Params:
+    """Read and validate `params.yaml`."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such file") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{Path(path).name}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return validate(raw, Path(path).name)
+
+
+def hyperparameters(exp: Experiment) -> models.registry.Hyperparameters:
+    """The experiment's hyperparameters, with the architecture's defaults filled in."""
+    return models.get(exp.architecture).hyperparameters.model_validate(exp.hyperparameters)
+
+
+def flat(exp: Experiment) -> dict[str, object]:
+    """Every setting of an experiment as dotted keys (for MLflow params), defaults included."""
+    doc = exp.model_dump()
+    doc["hyperparameters"] = hyperparameters(exp).model_dump()
+    out: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+
+    walk("", doc)
+    return out
+
+
+def experiment(params: Params, name: str) -> Experiment:
+    try:
+        return params.experiments[name]
+    except KeyError:
+        raise ParamsError(f"unknown experiment {name!r}; params.yaml has "
+                          f"{', '.join(sorted(params.experiments))}") from None

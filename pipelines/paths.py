@@ -1,0 +1,44 @@
+"""One place for every path: the project root and the folders derived from it.
+
+DVC experiments (`dvc exp run --temp`) run in a temporary copy under
+`.dvc/tmp/exps/`; the MLflow store must still be the original repo's, so
+`tracking_root()` walks out of such a copy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS = ROOT / "params.yaml"
+DATA = ROOT / "data"
+DATA_DVC = ROOT / "data.dvc"
+OUTPUTS = ROOT / "outputs"
+TFDS_DIR = OUTPUTS / "tfds"
+EXPERIMENTS = OUTPUTS / "experiments"
+REPORT = OUTPUTS / "report"
+
+
+def tracking_root(root: Path = ROOT) -> Path:
+    """The repo whose `mlflow/` holds the store: outside any DVC temp copy."""
+    parts = root.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
+def experiment_dir(name: str) -> Path:
+    return EXPERIMENTS / name
+
+
+def train_dir(name: str) -> Path:
+    return experiment_dir(name) / "train"
+
+
+def eval_dir(name: str) -> Path:
+    return experiment_dir(name) / "eval"
+
+
+def export_dir(name: str) -> Path:
+    return experiment_dir(name) / "export"

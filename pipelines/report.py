@@ -1,0 +1,103 @@
+"""DVC stage `report`: the leaderboard of every experiment, grouped by task.
+
+    python -m pipelines.report
+
+Reads each experiment's evaluate and export metrics; writes
+`outputs/report/leaderboard.md`, `leaderboard.csv` and `leaderboard.png` (headline
+metric, TFLite size, latency and parity per experiment) and logs them to the MLflow
+experiment `leaderboard`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import mlflow
+import pandas as pd
+
+from pipelines import config, paths, plots, runtime, tasks, tracking
+
+log = logging.getLogger("archlab.report")
+
+
+def _read(path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"missing {path}; run `dvc repro` for its experiment first")
+    return json.loads(path.read_text())
+
+
+def table(params: config.Params) -> pd.DataFrame:
+    rows = []
+    for name, exp in params.experiments.items():
+        evaluation = _read(paths.eval_dir(name) / "metrics.json")
+        exported = _read(paths.export_dir(name) / "metrics.json")
+        trained = _read(paths.train_dir(name) / "metrics.json")
+        task = tasks.get(_read(paths.train_dir(name) / tracking.RUN_FILE)["task"])
+        metric = f"test_{task.headline}"
+        row = {"task": f"{task.name}/{exp.dataset}", "experiment": name,
+               "architecture": exp.architecture, "metric": metric, "headline": evaluation[metric],
+               "test_loss": evaluation.get("test_loss"), "parameters": trained["num_parameters"],
+               "epochs": trained["epochs_run"], "train_seconds": trained["train_seconds"],
+               "keras_latency_ms": exported["keras_latency_ms"]}
+        for variant in config.VARIANTS:
+            prefix = f"tflite_{variant}"
+            if f"{prefix}_size_bytes" in exported:
+                row[f"{variant}_size_kb"] = exported[f"{prefix}_size_bytes"] / 1024
+                row[f"{variant}_latency_ms"] = exported[f"{prefix}_latency_ms"]
+                row[f"{variant}_max_abs_diff"] = exported[f"{prefix}_max_abs_diff"]
+                row[f"{variant}_delta"] = exported[f"{prefix}_{task.headline}_delta"]
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for variant in config.VARIANTS:
+        for column in ("size_kb", "latency_ms", "max_abs_diff", "delta"):
+            if f"{variant}_{column}" not in frame:
+                frame[f"{variant}_{column}"] = float("nan")
+    return frame.sort_values(["task", "headline"], ascending=[True, False]).reset_index(drop=True)
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    lines = ["# archlab leaderboard", ""]
+    for task, group in frame.groupby("task", sort=True):
+        metric = group["metric"].iloc[0]
+        lines += [f"## {task}", ""]
+        view = pd.DataFrame({
+            "experiment": group["experiment"], "architecture": group["architecture"],
+            metric: group["headline"].map("{:.4f}".format),
+            "params": group["parameters"], "epochs": group["epochs"],
+            "train s": group["train_seconds"].map("{:.0f}".format),
+        })
+        for variant in config.VARIANTS:
+            if group[f"{variant}_size_kb"].notna().any():
+                view[f"{variant} KiB"] = group[f"{variant}_size_kb"].map("{:.1f}".format)
+                view[f"{variant} ms"] = group[f"{variant}_latency_ms"].map("{:.3f}".format)
+                view[f"{variant} Δ"] = group[f"{variant}_delta"].map("{:+.4f}".format)
+        view["float32 max |diff|"] = group["float32_max_abs_diff"].map("{:.1e}".format)
+        lines += [view.to_markdown(index=False), ""]
+    lines += ["Sizes are TFLite file sizes; ms is the median single-sample latency with the "
+              "LiteRT interpreter on this machine; Δ is the change of the test metric against "
+              "the Keras model; max |diff| is the largest output difference of the float32 file.", ""]
+    return "\n".join(lines)
+
+
+def report(params: config.Params) -> pd.DataFrame:
+    frame = table(params)
+    with runtime.atomic_dir(paths.REPORT) as out:
+        frame.to_csv(out / "leaderboard.csv", index=False)
+        (out / "leaderboard.md").write_text(markdown(frame))
+        plots.leaderboard(frame, out / "leaderboard.png")
+        tracking.configure()
+        with mlflow.start_run(experiment_id=tracking.experiment_id("leaderboard"), run_name="report",
+                              tags=tracking.run_tags("report", "all", "all", "all", "report")):
+            for file in ("leaderboard.md", "leaderboard.csv", "leaderboard.png"):
+                mlflow.log_artifact(str(out / file))
+    log.info("leaderboard of %d experiments in %s", len(frame), paths.REPORT)
+    return frame
+
+
+def main() -> None:
+    runtime.run_stage(lambda: report(config.load()))
+
+
+if __name__ == "__main__":
+    main()

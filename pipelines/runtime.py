@@ -1,0 +1,74 @@
+"""Process set-up shared by every stage: logging, seeds, determinism, atomic outputs.
+
+Nothing here runs at import time; each stage calls `setup(seed)` once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+log = logging.getLogger("archlab")
+
+
+class StageError(RuntimeError):
+    """A failure a user can act on: reported as one line, exit status 1."""
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("absl", "mlflow", "alembic", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def setup(seed: int) -> None:
+    """Seed Python, NumPy and TF, and make TF ops deterministic (identical runs on CPU)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: Path) -> Iterator[Path]:
+    """Write a stage's outputs into a staging folder; move them into `dest` only on success.
+
+    On any exception the staging folder is removed and `dest` is left untouched,
+    so a failed stage never leaves half-written outputs.
+    """
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in staging.iterdir():
+        target = dest / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        item.rename(target)
+    staging.rmdir()
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main: known failures become one `error: ...` line and exit 1."""
+    from pipelines.datasets import RawDataError
+
+    setup_logging()
+    try:
+        main()
+    except (StageError, RawDataError, FileNotFoundError, ValueError) as e:
+        log.debug("stage failed", exc_info=True)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,130 @@
+"""DVC stage `train@<experiment>`: fit one registered architecture on its dataset.
+
+    python -m pipelines.train <experiment>
+
+One path for every architecture: the tf.data pipeline (cache, shuffle, batch,
+prefetch), Keras `fit` with its progress bar, the validation split (the tail of
+the training split) with early stopping, a checkpoint each epoch, seeds and op
+determinism. Writes `outputs/experiments/<experiment>/train/`: `model.keras`,
+`checkpoints/last.keras`, `history.csv`, `metrics.json`, `learning_curves.png`,
+`run.json` (the MLflow run the later stages add to).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.keras import MlflowCallback
+
+import models
+from pipelines import config, datasets, paths, plots, runtime, tasks, tracking
+from pipelines.runtime import StageError
+
+log = logging.getLogger("archlab.train")
+
+
+def make_optimizer(training: config.Training) -> keras.optimizers.Optimizer:
+    kwargs = {"learning_rate": training.learning_rate}
+    if training.clipnorm is not None:
+        kwargs["clipnorm"] = training.clipnorm
+    if training.clipvalue is not None:
+        kwargs["clipvalue"] = training.clipvalue
+    return keras.optimizers.get({"class_name": training.optimizer, "config": kwargs})
+
+
+def compile_model(model: keras.Model, task: tasks.Task, training: config.Training) -> None:
+    model.compile(optimizer=make_optimizer(training), loss=task.loss, metrics=list(task.metrics))
+
+
+def mlflow_experiment_name(task: str, dataset: str) -> str:
+    return f"{task}/{dataset}"
+
+
+def train(name: str, params: config.Params) -> None:
+    exp = config.experiment(params, name)
+    runtime.setup(exp.seed)
+    splits = datasets.load(exp.dataset, exp.training.validation_percent)
+    task = tasks.get(splits.task)
+    arch = models.get(exp.architecture)
+    if task.name not in arch.tasks:
+        raise StageError(f"architecture {arch.name!r} does not do {task.name} ({exp.dataset})")
+    training = exp.training
+    train_split = splits.train
+    if training.max_train_examples:
+        train_split = train_split.take(training.max_train_examples)
+    train_ds = tasks.batches(train_split, task, training.batch_size,
+                             shuffle_buffer=training.shuffle_buffer, seed=exp.seed)
+    val_ds = tasks.batches(splits.validation, task, training.batch_size)
+
+    model = models.build(exp.architecture, splits.input_shape, len(splits.class_names),
+                         config.hyperparameters(exp))
+    compile_model(model, task, training)
+    model.summary(print_fn=log.info)
+
+    stage = f"train@{name}"
+    tags = tracking.run_tags(name, exp.architecture, exp.dataset, task.name, stage)
+    with runtime.atomic_dir(paths.train_dir(name)) as out:
+        (out / "checkpoints").mkdir()
+        callbacks = [
+            keras.callbacks.TerminateOnNaN(),
+            keras.callbacks.ModelCheckpoint(out / "checkpoints" / "last.keras"),
+            keras.callbacks.CSVLogger(str(out / "history.csv")),
+        ]
+        if training.early_stopping_patience:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=training.early_stopping_patience,
+                restore_best_weights=True, verbose=1))
+        with tracking.start(out, mlflow_experiment=mlflow_experiment_name(task.name, exp.dataset),
+                            run_name=name, tags=tags):
+            tracking.record_run(out, task.name)
+            mlflow.log_params(config.flat(exp))
+            mlflow.log_params({"num_parameters": model.count_params(),
+                               "train_examples": sum(1 for _ in train_split)})
+            started = time.perf_counter()
+            history = model.fit(train_ds, validation_data=val_ds, epochs=training.epochs,
+                                callbacks=[*callbacks, MlflowCallback()], verbose=2 if _quiet() else 1)
+            seconds = time.perf_counter() - started
+            losses = history.history.get("loss", [])
+            if not losses or not all(math.isfinite(v) for v in losses):
+                raise StageError(f"training diverged (loss {losses[-1] if losses else 'missing'} "
+                                 f"at epoch {len(losses)}); lower training.learning_rate or set "
+                                 "training.clipnorm")
+            model.save(out / "model.keras")
+            curves = pd.read_csv(out / "history.csv")
+            plots.learning_curves(curves, out / "learning_curves.png", f"{name} ({exp.architecture})")
+            best = int(np.argmin(history.history["val_loss"]))
+            metrics = {"train_seconds": round(seconds, 3), "epochs_run": len(losses),
+                       "best_epoch": best + 1, "best_val_loss": float(history.history["val_loss"][best]),
+                       "num_parameters": int(model.count_params())}
+            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifact(str(out / "learning_curves.png"), "plots")
+            mlflow.log_artifact(str(out / "history.csv"), "history")
+            example = next(iter(val_ds.take(1)))[0].numpy()[:2]
+            tracking.log_keras_model(model, example)
+    log.info("trained %s in %.1f s (%d epochs)", name, seconds, len(losses))
+
+
+def _quiet() -> bool:
+    """One line per epoch instead of a live bar when output is not a terminal (CI, logs)."""
+    return not sys.stdout.isatty()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Train one experiment of params.yaml.")
+    parser.add_argument("experiment")
+    args = parser.parse_args()
+    runtime.run_stage(lambda: train(args.experiment, config.load()))
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,6 @@ experiment's MLflow run.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 
 import keras
@@ -43,7 +42,7 @@ def evaluate(name: str, params: config.Params) -> dict[str, float]:
     with runtime.atomic_dir(paths.eval_dir(name)) as out:
         figures = task.plot(outputs, y_test, splits.class_names, out)
         task.table(outputs, y_test, splits.class_names).to_csv(out / "predictions.csv", index=False)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        runtime.write_json(out / "metrics.json", metrics)
         with tracking.start(paths.train_dir(name), mlflow_experiment=f"{task.name}/{exp.dataset}",
                             run_name=name, tags=tags):
             mlflow.log_metrics(metrics)

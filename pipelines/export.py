@@ -16,15 +16,17 @@ Every variant is run with the LiteRT interpreter through the edge runner
 (`edge/runner.py`, what a device runs) on the test split. Recorded per variant:
 `tflite_<variant>_size_bytes`, `tflite_<variant>_latency_ms` (median single-sample),
 `tflite_<variant>_max_abs_diff` (against the Keras outputs) and
-`tflite_<variant>_<metric>_delta` (headline metric change). The stage fails, writing
-nothing, if any variant contains a Flex (select TF) op or the float32 file differs
+`tflite_<variant>_<metric>_delta` (headline metric change) in `export/metrics.json`;
+the latencies, which differ per machine, in `export/timings.json` (outside DVC).
+The stage fails, writing nothing, if any variant contains a Flex (select TF) op or the float32 file differs
 from Keras by more than `export.float32_tolerance` (1e-4).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
+import io
 import logging
 import statistics
 import time
@@ -73,7 +75,8 @@ def convert(model: keras.Model, variant: str, representative: np.ndarray | None 
     elif variant != "float32":
         raise ValueError(f"unknown TFLite variant {variant!r}; known: {', '.join(config.VARIANTS)}")
     try:
-        return converter.convert()
+        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel
+            return converter.convert()
     except Exception as e:  # the converter raises several unrelated types
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StageError(f"TFLite {variant} conversion failed: {first}") from e
@@ -116,12 +119,10 @@ def export(name: str, params: config.Params) -> dict[str, float]:
     x_test, y_test = tasks.arrays(splits.test, task, limit=settings.parity_examples)
     reference = model.predict(x_test, batch_size=256, verbose=0)
     reference_score = task.score(reference, y_test)
-    metrics: dict[str, float] = {
-        f"keras_{task.headline}": reference_score,
-        "keras_latency_ms": median_latency_ms(lambda x: edge_model(x[None], training=False),
-                                              x_test[0], settings.latency_runs),
-        "parity_examples": int(len(x_test)),
-    }
+    metrics: dict[str, float] = {f"keras_{task.headline}": reference_score,
+                                 "parity_examples": int(len(x_test))}
+    timings = {"keras_latency_ms": median_latency_ms(lambda x: edge_model(x[None], training=False),
+                                                     x_test[0], settings.latency_runs)}
     tags = tracking.run_tags(name, exp.architecture, exp.dataset, task.name, f"export@{name}")
     with runtime.atomic_dir(paths.export_dir(name)) as out:
         (out / "tflite").mkdir()
@@ -139,20 +140,21 @@ def export(name: str, params: config.Params) -> dict[str, float]:
             check_parity(variant, diff, settings.float32_tolerance)
             prefix = f"tflite_{variant}"
             metrics[f"{prefix}_size_bytes"] = path.stat().st_size
-            metrics[f"{prefix}_latency_ms"] = median_latency_ms(tflite.predict_one, x_test[0],
+            timings[f"{prefix}_latency_ms"] = median_latency_ms(tflite.predict_one, x_test[0],
                                                                 settings.latency_runs)
             metrics[f"{prefix}_max_abs_diff"] = diff
             metrics[f"{prefix}_{task.headline}_delta"] = task.score(outputs, y_test) - reference_score
             log.info("%s %s: %d bytes, %.3f ms, max |diff| %.2e, %s delta %+.4f", name, variant,
-                     metrics[f"{prefix}_size_bytes"], metrics[f"{prefix}_latency_ms"], diff,
+                     metrics[f"{prefix}_size_bytes"], timings[f"{prefix}_latency_ms"], diff,
                      task.headline, metrics[f"{prefix}_{task.headline}_delta"])
         (out / "tflite" / "labels.txt").write_text("\n".join(splits.class_names) + "\n")
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        runtime.write_json(out / "metrics.json", metrics)
+        runtime.write_json(out / paths.TIMINGS, timings)
         with tracking.start(paths.train_dir(name), mlflow_experiment=f"{task.name}/{exp.dataset}",
                             run_name=name, tags=tags):
-            mlflow.log_metrics(metrics)
+            mlflow.log_metrics({**metrics, **timings})
             mlflow.log_artifacts(str(out / "tflite"), "tflite")
-    return metrics
+    return {**metrics, **timings}
 
 
 def main() -> None:

@@ -17,6 +17,9 @@ OUTPUTS = ROOT / "outputs"
 TFDS_DIR = OUTPUTS / "tfds"
 EXPERIMENTS = OUTPUTS / "experiments"
 REPORT = OUTPUTS / "report"
+# Wall-clock figures (training time, latency) differ per machine and per run, so they
+# live in this file beside a stage's DVC outputs, outside DVC (see .dvcignore).
+TIMINGS = "timings.json"
 
 
 def tracking_root(root: Path = ROOT) -> Path:

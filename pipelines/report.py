@@ -16,7 +16,7 @@ import logging
 import mlflow
 import pandas as pd
 
-from pipelines import config, paths, plots, runtime, tasks, tracking
+from pipelines import config, datasets, paths, plots, runtime, tasks, tracking
 
 log = logging.getLogger("archlab.report")
 
@@ -33,7 +33,10 @@ def table(params: config.Params) -> pd.DataFrame:
         evaluation = _read(paths.eval_dir(name) / "metrics.json")
         exported = _read(paths.export_dir(name) / "metrics.json")
         trained = _read(paths.train_dir(name) / "metrics.json")
-        task = tasks.get(_read(paths.train_dir(name) / tracking.RUN_FILE)["task"])
+        task = tasks.get(datasets.static_task(exp.dataset) or
+                         datasets.task_of(datasets.builder(exp.dataset).info))
+        trained.update(_read(paths.train_dir(name) / paths.TIMINGS))
+        exported.update(_read(paths.export_dir(name) / paths.TIMINGS))
         metric = f"test_{task.headline}"
         row = {"task": f"{task.name}/{exp.dataset}", "experiment": name,
                "architecture": exp.architecture, "metric": metric, "headline": evaluation[metric],

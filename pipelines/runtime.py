@@ -22,7 +22,7 @@ class StageError(RuntimeError):
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    for noisy in ("absl", "mlflow", "alembic", "urllib3", "git"):
+    for noisy in ("absl", "mlflow", "alembic", "urllib3", "git", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -72,3 +72,35 @@ def run_stage(main: Callable[[], None]) -> None:
         log.debug("stage failed", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def save_keras(model, path: Path) -> None:
+    """`model.save`, made byte-reproducible: the same weights give the same file.
+
+    A `.keras` file is a zip whose `metadata.json` holds the save time and whose
+    entries carry timestamps; both are fixed here, so DVC records the same hash for
+    the same model and `dvc.lock` does not change between identical runs.
+    """
+    import json
+    import zipfile
+
+    raw = path.with_name(path.name + ".tmp.keras")
+    model.save(raw)
+    with zipfile.ZipFile(raw) as src, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in sorted(src.infolist(), key=lambda i: i.filename):
+            data = src.read(info.filename)
+            if info.filename == "metadata.json":
+                meta = json.loads(data)
+                meta.pop("date_saved", None)
+                data = json.dumps(meta, sort_keys=True).encode()
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16
+            dst.writestr(entry, data)
+    raw.unlink()
+
+
+def write_json(path: Path, values: dict) -> None:
+    import json
+
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")

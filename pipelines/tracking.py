@@ -34,12 +34,22 @@ def store_dir() -> Path:
     return paths.tracking_root() / "mlflow"
 
 
+def default_uri() -> str:
+    return f"sqlite:///{store_dir() / 'mlflow.db'}"
+
+
+def user_uri() -> str | None:
+    """MLFLOW_TRACKING_URI as the user set it (mlflow.set_tracking_uri also sets it)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return uri if uri and uri != default_uri() else None
+
+
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir() / 'mlflow.db'}"
+    return user_uri() or default_uri()
 
 
 def configure() -> None:
-    if "MLFLOW_TRACKING_URI" not in os.environ:
+    if user_uri() is None:
         store_dir().mkdir(exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri())
 
@@ -50,7 +60,7 @@ def experiment_id(name: str) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = None if "MLFLOW_TRACKING_URI" in os.environ else (store_dir() / "artifacts").as_uri()
+    location = None if user_uri() else (store_dir() / "artifacts").as_uri()
     return mlflow.create_experiment(name, artifact_location=location)
 
 

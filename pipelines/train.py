@@ -6,14 +6,14 @@ One path for every architecture: the tf.data pipeline (cache, shuffle, batch,
 prefetch), Keras `fit` with its progress bar, the validation split (the tail of
 the training split) with early stopping, a checkpoint each epoch, seeds and op
 determinism. Writes `outputs/experiments/<experiment>/train/`: `model.keras`,
-`checkpoints/last.keras`, `history.csv`, `metrics.json`, `learning_curves.png`,
-`run.json` (the MLflow run the later stages add to).
+`history.csv`, `metrics.json`, `learning_curves.png` (DVC outputs, the same bytes for
+the same seed) and, outside DVC (see `.dvcignore`), `checkpoints/last.keras`,
+`timings.json` and `run.json` (the MLflow run the later stages add to).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -98,15 +98,17 @@ def train(name: str, params: config.Params) -> None:
                 raise StageError(f"training diverged (loss {losses[-1] if losses else 'missing'} "
                                  f"at epoch {len(losses)}); lower training.learning_rate or set "
                                  "training.clipnorm")
-            model.save(out / "model.keras")
+            runtime.save_keras(model, out / "model.keras")
             curves = pd.read_csv(out / "history.csv")
             plots.learning_curves(curves, out / "learning_curves.png", f"{name} ({exp.architecture})")
             best = int(np.argmin(history.history["val_loss"]))
-            metrics = {"train_seconds": round(seconds, 3), "epochs_run": len(losses),
-                       "best_epoch": best + 1, "best_val_loss": float(history.history["val_loss"][best]),
+            metrics = {"epochs_run": len(losses), "best_epoch": best + 1,
+                       "best_val_loss": float(history.history["val_loss"][best]),
                        "num_parameters": int(model.count_params())}
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-            mlflow.log_metrics(metrics)
+            timings = {"train_seconds": round(seconds, 3), "seconds_per_epoch": round(seconds / len(losses), 3)}
+            runtime.write_json(out / "metrics.json", metrics)
+            runtime.write_json(out / paths.TIMINGS, timings)
+            mlflow.log_metrics({**metrics, **timings})
             mlflow.log_artifact(str(out / "learning_curves.png"), "plots")
             mlflow.log_artifact(str(out / "history.csv"), "history")
             example = next(iter(val_ds.take(1)))[0].numpy()[:2]

@@ -1,0 +1,44 @@
+# archlab: `make run` trains, evaluates and exports every experiment; `make test` tests.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PYTHON ?= python3
+# Stages run `python -m pipelines...` from dvc.yaml: put the venv first on PATH.
+export PATH := $(BIN):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+MLFLOW_PORT ?= 5000
+
+.PHONY: help venv data run test test-fast ui bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with the pinned dependencies
+
+data: venv ## fetch the embedded raw datasets into data/ (versioned by data.dvc)
+	$(BIN)/python -m pipelines.fetch
+	$(BIN)/dvc commit --force --quiet data.dvc
+
+run: data ## run the whole pipeline: dvc repro (prepare, train, evaluate, export, report)
+	$(BIN)/dvc repro
+	@cat outputs/report/leaderboard.md
+
+test: venv ## run the test suite
+	$(BIN)/python -m pytest
+
+test-fast: venv ## the test suite without the slow end-to-end tests
+	$(BIN)/python -m pytest -m "not slow"
+
+ui: venv ## the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's store
+	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow/mlflow.db" --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+clean: ## remove pipeline outputs and the DVC run cache (keeps data/, .venv and mlflow/)
+	rm -rf outputs .dvc/tmp

@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import io
 import logging
+import re
 import statistics
 import time
 from pathlib import Path
@@ -78,7 +79,12 @@ def convert(model: keras.Model, variant: str, representative: np.ndarray | None 
         with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel
             return converter.convert()
     except Exception as e:  # the converter raises several unrelated types
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e)
+        needs = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))
+        if needs:
+            raise StageError(f"TFLite {variant} conversion needs non-builtin (Flex) ops "
+                             f"{', '.join(needs)}; the plain LiteRT interpreter cannot run them") from e
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         raise StageError(f"TFLite {variant} conversion failed: {first}") from e
 
 

@@ -33,7 +33,7 @@ log = logging.getLogger("archlab.train")
 
 
 def make_optimizer(training: config.Training) -> keras.optimizers.Optimizer:
-    kwargs = {"learning_rate": training.learning_rate}
+    kwargs = {"learning_rate": training.learning_rate, "name": "optimizer"}  # a fixed name: reproducible files
     if training.clipnorm is not None:
         kwargs["clipnorm"] = training.clipnorm
     if training.clipvalue is not None:

@@ -38,18 +38,24 @@ def check_name(name: str) -> None:
                      f"or a TFDS catalog name as '{CATALOG_PREFIX}<name>'")
 
 
-def builder(name: str, data_dir: Path = paths.TFDS_DIR) -> tfds.core.DatasetBuilder:
+def builder(name: str, data_dir: Path | None = None) -> tfds.core.DatasetBuilder:
     check_name(name)
+    data_dir = data_dir or paths.TFDS_DIR
     if name in EMBEDDED:
         return EMBEDDED[name](data_dir=str(data_dir))
     return tfds.builder(name[len(CATALOG_PREFIX):], data_dir=str(data_dir))
 
 
-def prepare(name: str, data_dir: Path = paths.TFDS_DIR, raw_dir: Path = paths.DATA) -> None:
+def prepare(name: str, data_dir: Path | None = None, raw_dir: Path | None = None) -> None:
     """Build the TFDS dataset: from `raw_dir/<name>/` if embedded, by download if catalog."""
     b = builder(name, data_dir)
-    config = tfds.download.DownloadConfig(manual_dir=str(raw_dir / name)) if name in EMBEDDED else None
-    b.download_and_prepare(download_config=config)
+    if name not in EMBEDDED:
+        b.download_and_prepare()
+        return
+    manual = (raw_dir or paths.DATA) / name
+    if not manual.is_dir() or not any(manual.iterdir()):
+        raise RawDataError(f"missing raw data for {name!r} in {manual}; run `make data`")
+    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
 
 
 def static_task(name: str) -> str | None:
@@ -89,13 +95,13 @@ class Splits:
         return list(self.info.features["label"].names)
 
 
-def load(name: str, validation_percent: int, data_dir: Path = paths.TFDS_DIR) -> Splits:
+def load(name: str, validation_percent: int, data_dir: Path | None = None) -> Splits:
     """Load a prepared dataset; the validation split is the tail of the training split."""
     b = builder(name, data_dir)
     if name not in EMBEDDED:
         b.download_and_prepare()
     elif not Path(b.data_dir).exists():
-        raise FileNotFoundError(f"dataset {name!r} is not prepared in {data_dir}; "
+        raise FileNotFoundError(f"dataset {name!r} is not prepared in {b.data_dir}; "
                                 "run the prepare stage (`dvc repro prepare`)")
     keep = 100 - validation_percent
     train, validation, test = b.as_dataset(

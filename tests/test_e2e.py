@@ -1,0 +1,109 @@
+"""`dvc repro` end to end in a copy of the repo, with small params on digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import fetch, paths
+from tests.conftest import tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    result = subprocess.run(list(cmd), cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git repo holding the project's tracked files, digits data and tiny params, after `dvc repro`."""
+    repo = tmp_path_factory.mktemp("e2e") / "repo"
+    tracked = subprocess.run(["git", "ls-files"], cwd=paths.ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    for name in tracked:
+        if (paths.ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(paths.ROOT / name, repo / name)
+    fetch.fetch_digits(repo / "data" / "digits")
+    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "commit", "--force", "--quiet", "data.dvc")
+    sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "tiny run")
+    return repo
+
+
+def test_repro_writes_every_stage_output(repo):
+    for name in ("mlp", "cnn"):
+        base = repo / "outputs" / "experiments" / name
+        assert (base / "train" / "model.keras").exists()
+        assert json.loads((base / "eval" / "metrics.json").read_text())["test_accuracy"] > 0.3
+        assert (base / "export" / "tflite" / "int8.tflite").exists()
+    assert "| mlp " in (repo / "outputs" / "report" / "leaderboard.md").read_text()
+    assert not sh(repo, "git", "status", "--porcelain").stdout.strip()
+
+
+def test_second_repro_does_nothing(repo):
+    result = sh(repo, "dvc", "repro")
+    assert "Data and pipelines are up to date" in result.stdout
+    assert "Running stage" not in result.stdout
+    assert "up to date" in sh(repo, "dvc", "status").stdout
+    assert not sh(repo, "git", "status", "--porcelain").stdout.strip()
+
+
+def test_rerun_from_scratch_reproduces_dvc_lock(repo):
+    """What a fresh clone does: no outputs, no cache; the same seed gives the same hashes."""
+    before = (repo / "dvc.lock").read_text()
+    shutil.rmtree(repo / "outputs")
+    shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
+    sh(repo, "dvc", "repro")
+    assert (repo / "dvc.lock").read_text() == before
+    assert not sh(repo, "git", "status", "--porcelain").stdout.strip()
+
+
+def test_one_experiment_change_reruns_that_experiment_alone(repo):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["experiments"]["cnn"]["hyperparameters"]["dropout_rate"] = 0.2
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = json.loads(sh(repo, "dvc", "status", "--json").stdout)
+        assert set(status) == {"train@cnn", "evaluate@cnn", "export@cnn", "report"}, status
+    finally:
+        sh(repo, "git", "checkout", "params.yaml")
+
+
+def test_metrics_and_plots_commands(repo):
+    metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
+    flat = json.dumps(metrics)
+    assert "test_accuracy" in flat and "tflite_int8_size_bytes" in flat and "best_val_loss" in flat
+    plots = sh(repo, "dvc", "plots", "show", "--json").stdout
+    assert "history.csv" in plots and "predictions.csv" in plots
+
+
+def test_dvc_experiments(repo):
+    sh(repo, "dvc", "exp", "run", "--temp", "-S", "experiments.mlp.training.epochs=2", "-n", "short")
+    shown = sh(repo, "dvc", "exp", "show", "--json").stdout
+    assert "short" in shown and "test_accuracy" in shown
+    # the temporary copy logged into this repo's MLflow store
+    with sqlite3.connect(repo / "mlflow" / "mlflow.db") as db:
+        runs = db.execute("select count(*) from runs where name = 'mlp'").fetchone()[0]
+    assert runs >= 3          # first repro, rerun from scratch, the experiment
+    assert not list((repo / ".dvc" / "tmp").glob("exps/**/mlflow/mlflow.db"))

@@ -1,0 +1,225 @@
+"""Each stage on digits with tiny settings, what it writes, and what MLflow records."""
+
+import ast
+import json
+import subprocess
+import sys
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+from mlflow import MlflowClient
+
+from pipelines import config, datasets, evaluate, export, paths, report, tasks, train
+from pipelines.runtime import StageError
+from tests.conftest import tiny_params
+
+
+@pytest.fixture
+def trained(workspace, params):
+    train.train("mlp", params)
+    return params
+
+
+def test_train_writes_model_history_and_timings(trained):
+    out = paths.train_dir("mlp")
+    model = keras.models.load_model(out / "model.keras")
+    assert model.output_shape == (None, 10)
+    history = pd.read_csv(out / "history.csv")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(history) == metrics["epochs_run"] <= 4
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history.columns)
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]
+    assert (out / "checkpoints" / "last.keras").exists()
+    assert (out / "learning_curves.png").stat().st_size > 1000
+    assert json.loads((out / paths.TIMINGS).read_text())["train_seconds"] > 0
+    assert not (paths.EXPERIMENTS / "mlp" / "train.partial").exists()
+
+
+def test_evaluate_reports_shared_metric_names(trained):
+    metrics = evaluate.evaluate("mlp", trained)
+    assert set(metrics) == {"test_accuracy", "test_loss", "test_examples"}
+    assert metrics["test_examples"] == 359
+    assert metrics["test_accuracy"] > 0.7          # 4 epochs on digits
+    out = paths.eval_dir("mlp")
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    predictions = pd.read_csv(out / "predictions.csv")
+    assert len(predictions) == 359
+    assert np.mean(predictions["actual"] == predictions["predicted"]) == pytest.approx(metrics["test_accuracy"])
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+
+
+def test_same_seed_gives_identical_results(workspace, params):
+    train.train("mlp", params)
+    first = evaluate.evaluate("mlp", params)
+    first_bytes = (paths.train_dir("mlp") / "model.keras").read_bytes()
+    train.train("mlp", params)
+    second = evaluate.evaluate("mlp", params)
+    assert first == second
+    assert (paths.train_dir("mlp") / "model.keras").read_bytes() == first_bytes
+
+
+def test_another_seed_gives_other_weights(workspace, params):
+    train.train("mlp", params)
+    weights = keras.models.load_model(paths.train_dir("mlp") / "model.keras").get_weights()
+    doc = tiny_params()
+    doc["experiments"]["mlp"]["seed"] = 8
+    train.train("mlp", config.validate(doc))
+    other = keras.models.load_model(paths.train_dir("mlp") / "model.keras").get_weights()
+    assert not np.array_equal(weights[0], other[0])
+
+
+def test_export_variants_parity_and_sizes(trained):
+    metrics = export.export("mlp", trained)
+    files = paths.export_dir("mlp") / "tflite"
+    for variant in config.VARIANTS:
+        assert metrics[f"tflite_{variant}_size_bytes"] == (files / f"{variant}.tflite").stat().st_size
+        assert metrics[f"tflite_{variant}_latency_ms"] > 0
+        assert abs(metrics[f"tflite_{variant}_accuracy_delta"]) < 0.05
+    assert metrics["tflite_float32_max_abs_diff"] <= 1e-4
+    assert metrics["tflite_int8_size_bytes"] < metrics["tflite_float32_size_bytes"]
+    assert metrics["tflite_dynamic_range_size_bytes"] < metrics["tflite_float32_size_bytes"]
+    assert (files / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    stored = json.loads((paths.export_dir("mlp") / "metrics.json").read_text())
+    assert "tflite_float32_latency_ms" not in stored           # timings live outside DVC
+    assert "tflite_float32_latency_ms" in json.loads((paths.export_dir("mlp") / paths.TIMINGS).read_text())
+
+
+def test_parity_gate_fails_the_stage_and_writes_nothing(trained):
+    doc = tiny_params()
+    doc["experiments"]["mlp"]["export"]["float32_tolerance"] = 1e-12   # below float32 round-off
+    with pytest.raises(StageError, match=r"float32 TFLite outputs differ from Keras by .* > export.float32_tolerance 1e-12"):
+        export.export("mlp", config.validate(doc))
+    assert not paths.export_dir("mlp").exists()
+    export.check_parity("float32", 5e-5, 1e-4)
+    export.check_parity("int8", 0.5, 1e-4)          # only float32 is gated
+    with pytest.raises(StageError):
+        export.check_parity("float32", float("nan"), 1e-4)
+
+
+def test_flex_ops_are_refused():
+    class Bessel(keras.layers.Layer):
+        def call(self, x):
+            return tf.math.bessel_i0e(x)    # no TFLite builtin: would need a Flex op
+
+    inputs = keras.Input((4,), batch_size=1)
+    model = keras.Model(inputs, Bessel()(inputs))
+    with pytest.raises(StageError, match=r"needs non-builtin \(Flex\) ops BesselI0e"):
+        export.convert(model, "float32")
+
+
+def test_int8_variant_is_fully_integer(trained):
+    export.export("mlp", trained)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(paths.export_dir("mlp") / "tflite" / "int8.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+
+
+def test_edge_runner_predicts_like_keras(trained, tmp_path):
+    export.export("mlp", trained)
+    splits = datasets.load("digits", 10)
+    x, _ = tasks.arrays(splits.test, tasks.get(splits.task), limit=40)
+    np.save(tmp_path / "inputs.npy", x)
+    model = keras.models.load_model(paths.train_dir("mlp") / "model.keras")
+    expected = model.predict(x, verbose=0).argmax(axis=1)
+    files = paths.export_dir("mlp") / "tflite"
+    result = subprocess.run([sys.executable, str(paths.ROOT / "edge" / "runner.py"), str(files / "float32.tflite"),
+                             str(tmp_path / "inputs.npy"), "--output", str(tmp_path / "out.npy")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [int(v) for v in result.stdout.split()] == expected.tolist()
+    assert np.load(tmp_path / "out.npy").shape == (40, 10)
+    bad = subprocess.run([sys.executable, str(paths.ROOT / "edge" / "runner.py"), str(files / "float32.tflite"),
+                          str(tmp_path / "out.npy")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert "error: inputs have shape (40, 10); the model takes (N, 8, 8, 1)" in bad.stderr.splitlines()
+
+
+def test_edge_runner_imports_only_litert_and_numpy():
+    tree = ast.parse((paths.ROOT / "edge" / "runner.py").read_text())
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported - set(sys.stdlib_module_names) == {"ai_edge_litert", "numpy"}
+
+
+def test_report_leaderboard(workspace, params):
+    for name in params.experiments:
+        train.train(name, params)
+        evaluate.evaluate(name, params)
+        export.export(name, params)
+    frame = report.report(params)
+    assert set(frame["experiment"]) == {"mlp", "cnn"}
+    assert (frame["task"] == "image_classification/digits").all()
+    assert frame["headline"].is_monotonic_decreasing
+    for name in params.experiments:
+        accuracy = json.loads((paths.eval_dir(name) / "metrics.json").read_text())["test_accuracy"]
+        assert frame.set_index("experiment").loc[name, "headline"] == accuracy
+    text = (paths.REPORT / "leaderboard.md").read_text()
+    assert "## image_classification/digits" in text and "| mlp " in text and "| cnn " in text
+    assert (paths.REPORT / "leaderboard.png").stat().st_size > 5000
+    runs = mlflow.search_runs(experiment_names=["leaderboard"], output_format="list")
+    assert len(runs) == 1
+    artifacts = {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)}
+    assert artifacts == {"leaderboard.md", "leaderboard.csv", "leaderboard.png"}
+
+
+def test_mlflow_run_read_back(trained):
+    evaluate.evaluate("mlp", trained)
+    export.export("mlp", trained)
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("image_classification/digits")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "mlp"
+    assert json.loads((paths.train_dir("mlp") / "run.json").read_text())["run_id"] == run.info.run_id
+    params = run.data.params
+    assert params["architecture"] == "mlp" and params["training.epochs"] == "4"
+    assert params["hyperparameters.hidden_units"] == "[32]" and params["seed"] == "7"
+    metrics = run.data.metrics
+    for key in ("test_accuracy", "test_loss", "tflite_float32_size_bytes", "tflite_int8_latency_ms",
+                "tflite_float32_max_abs_diff", "tflite_int8_accuracy_delta", "train_seconds"):
+        assert key in metrics, key
+    assert len(client.get_metric_history(run.info.run_id, "val_loss")) == int(metrics["epochs_run"])
+    tags = run.data.tags
+    for key in ("architecture", "dataset", "task", "git_commit", "data_hash", "dvc_stage", "host", "cpu",
+                "gpu", "tensorflow_version", "keras_version", "cuda_version", "cudnn_version"):
+        assert tags.get(key), key
+    assert (tags["architecture"], tags["dataset"], tags["task"]) == ("mlp", "digits", "image_classification")
+    assert tags["tensorflow_version"] == tf.__version__ and tags["keras_version"] == keras.__version__
+    artifacts = {a.path for folder in ("plots", "tflite") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert {"plots/learning_curves.png", "plots/confusion_matrix.png", "tflite/float32.tflite",
+            "tflite/int8.tflite", "tflite/dynamic_range.tflite", "tflite/float16.tflite"} <= artifacts
+    (logged,) = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
+    assert logged.source_run_id == run.info.run_id
+    loaded = mlflow.keras.load_model(logged.model_uri)
+    assert loaded.output_shape == (None, 10)
+    assert mlflow.models.get_model_info(logged.model_uri).signature is not None
+
+
+def test_catalog_dataset_trains_under_mock_data(workspace):
+    import tensorflow_datasets as tfds
+
+    doc = tiny_params()
+    doc["datasets"] = ["tfds/fashion_mnist"]
+    doc["experiments"] = {"mlp": {**doc["experiments"]["mlp"], "dataset": "tfds/fashion_mnist"}}
+    doc["experiments"]["mlp"]["training"]["epochs"] = 1
+    with tfds.testing.mock_data(num_examples=40):
+        train.train("mlp", config.validate(doc))
+        metrics = evaluate.evaluate("mlp", config.validate(doc))
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert keras.models.load_model(paths.train_dir("mlp") / "model.keras").input_shape == (None, 28, 28, 1)
+
+
+def test_diverging_run_is_a_clear_error(workspace):
+    doc = tiny_params()
+    doc["experiments"]["mlp"]["training"]["learning_rate"] = 10.0
+    doc["experiments"]["mlp"]["training"]["optimizer"] = "sgd"
+    doc["experiments"]["mlp"]["hyperparameters"].update(dropout_rate=0.0, activation="linear")
+    with pytest.raises(StageError, match=r"training diverged .*lower training.learning_rate"):
+        train.train("mlp", config.validate(doc))
+    assert not (paths.train_dir("mlp") / "model.keras").exists()

@@ -40,5 +40,8 @@ test-fast: venv ## the test suite without the slow end-to-end tests
 ui: venv ## the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's store
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow/mlflow.db" --host 127.0.0.1 --port $(MLFLOW_PORT)
 
+bench: venv ## benchmarks: Keras vs TFLite latency, no-op dvc repro time (after `make run`)
+	$(BIN)/python -m pipelines.bench
+
 clean: ## remove pipeline outputs and the DVC run cache (keeps data/, .venv and mlflow/)
 	rm -rf outputs .dvc/tmp

@@ -75,11 +75,11 @@ def markdown(frame: pd.DataFrame) -> str:
                 view[f"{variant} KiB"] = group[f"{variant}_size_kb"].map("{:.1f}".format)
                 view[f"{variant} ms"] = group[f"{variant}_latency_ms"].map("{:.3f}".format)
                 view[f"{variant} Δ"] = group[f"{variant}_delta"].map("{:+.4f}".format)
-        view["float32 max |diff|"] = group["float32_max_abs_diff"].map("{:.1e}".format)
-        lines += [view.to_markdown(index=False), ""]
+        view["float32 max abs diff"] = group["float32_max_abs_diff"].map("{:.1e}".format)
+        lines += [view.to_markdown(index=False, disable_numparse=True), ""]
     lines += ["Sizes are TFLite file sizes; ms is the median single-sample latency with the "
               "LiteRT interpreter on this machine; Δ is the change of the test metric against "
-              "the Keras model; max |diff| is the largest output difference of the float32 file.", ""]
+              "the Keras model; max abs diff is the largest output difference of the float32 file.", ""]
     return "\n".join(lines)
 
 

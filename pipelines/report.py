@@ -19,11 +19,21 @@ import pandas as pd
 from pipelines import config, datasets, paths, plots, runtime, tasks, tracking
 
 log = logging.getLogger("archlab.report")
+NA = float("nan")
 
 
 def _read(path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"missing {path}; run `dvc repro` for its experiment first")
+    return json.loads(path.read_text())
+
+
+def _timings(stage_dir) -> dict:
+    """Wall-clock figures live outside DVC: absent when DVC restored the stage from its cache."""
+    path = stage_dir / paths.TIMINGS
+    if not path.exists():
+        log.warning("no %s (outputs restored from the DVC cache); timings shown as n/a", path)
+        return {}
     return json.loads(path.read_text())
 
 
@@ -35,19 +45,19 @@ def table(params: config.Params) -> pd.DataFrame:
         trained = _read(paths.train_dir(name) / "metrics.json")
         task = tasks.get(datasets.static_task(exp.dataset) or
                          datasets.task_of(datasets.builder(exp.dataset).info))
-        trained.update(_read(paths.train_dir(name) / paths.TIMINGS))
-        exported.update(_read(paths.export_dir(name) / paths.TIMINGS))
+        trained.update(_timings(paths.train_dir(name)))
+        exported.update(_timings(paths.export_dir(name)))
         metric = f"test_{task.headline}"
         row = {"task": f"{task.name}/{exp.dataset}", "experiment": name,
                "architecture": exp.architecture, "metric": metric, "headline": evaluation[metric],
                "test_loss": evaluation.get("test_loss"), "parameters": trained["num_parameters"],
-               "epochs": trained["epochs_run"], "train_seconds": trained["train_seconds"],
-               "keras_latency_ms": exported["keras_latency_ms"]}
+               "epochs": trained["epochs_run"], "train_seconds": trained.get("train_seconds", NA),
+               "keras_latency_ms": exported.get("keras_latency_ms", NA)}
         for variant in config.VARIANTS:
             prefix = f"tflite_{variant}"
             if f"{prefix}_size_bytes" in exported:
                 row[f"{variant}_size_kb"] = exported[f"{prefix}_size_bytes"] / 1024
-                row[f"{variant}_latency_ms"] = exported[f"{prefix}_latency_ms"]
+                row[f"{variant}_latency_ms"] = exported.get(f"{prefix}_latency_ms", NA)
                 row[f"{variant}_max_abs_diff"] = exported[f"{prefix}_max_abs_diff"]
                 row[f"{variant}_delta"] = exported[f"{prefix}_{task.headline}_delta"]
         rows.append(row)
@@ -59,6 +69,10 @@ def table(params: config.Params) -> pd.DataFrame:
     return frame.sort_values(["task", "headline"], ascending=[True, False]).reset_index(drop=True)
 
 
+def _fmt(spec: str):
+    return lambda v: "n/a" if pd.isna(v) else spec.format(v)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     lines = ["# archlab leaderboard", ""]
     for task, group in frame.groupby("task", sort=True):
@@ -68,12 +82,12 @@ def markdown(frame: pd.DataFrame) -> str:
             "experiment": group["experiment"], "architecture": group["architecture"],
             metric: group["headline"].map("{:.4f}".format),
             "params": group["parameters"], "epochs": group["epochs"],
-            "train s": group["train_seconds"].map("{:.0f}".format),
+            "train s": group["train_seconds"].map(_fmt("{:.0f}")),
         })
         for variant in config.VARIANTS:
             if group[f"{variant}_size_kb"].notna().any():
                 view[f"{variant} KiB"] = group[f"{variant}_size_kb"].map("{:.1f}".format)
-                view[f"{variant} ms"] = group[f"{variant}_latency_ms"].map("{:.3f}".format)
+                view[f"{variant} ms"] = group[f"{variant}_latency_ms"].map(_fmt("{:.3f}"))
                 view[f"{variant} Δ"] = group[f"{variant}_delta"].map("{:+.4f}".format)
         view["float32 max abs diff"] = group["float32_max_abs_diff"].map("{:.1e}".format)
         lines += [view.to_markdown(index=False, disable_numparse=True), ""]

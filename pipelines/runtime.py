@@ -77,9 +77,10 @@ def run_stage(main: Callable[[], None]) -> None:
 def save_keras(model, path: Path) -> None:
     """`model.save`, made byte-reproducible: the same weights give the same file.
 
-    A `.keras` file is a zip whose `metadata.json` holds the save time and whose
-    entries carry timestamps; both are fixed here, so DVC records the same hash for
-    the same model and `dvc.lock` does not change between identical runs.
+    A `.keras` file is a zip whose `metadata.json` holds the save time, whose
+    `config.json` numbers shared objects by their memory address, and whose entries
+    carry timestamps; all are fixed here, so DVC records the same hash for the same
+    model and `dvc.lock` does not change between identical runs.
     """
     import json
     import zipfile
@@ -93,11 +94,23 @@ def save_keras(model, path: Path) -> None:
                 meta = json.loads(data)
                 meta.pop("date_saved", None)
                 data = json.dumps(meta, sort_keys=True).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared_objects(json.loads(data), {})).encode()
             entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             entry.compress_type = zipfile.ZIP_DEFLATED
             entry.external_attr = 0o644 << 16
             dst.writestr(entry, data)
     raw.unlink()
+
+
+def _renumber_shared_objects(node, ids: dict):
+    """Replace each `shared_object_id` (an id() address) by its order of appearance."""
+    if isinstance(node, dict):
+        return {k: ids.setdefault(v, len(ids)) if k == "shared_object_id" else _renumber_shared_objects(v, ids)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_renumber_shared_objects(v, ids) for v in node]
+    return node
 
 
 def write_json(path: Path, values: dict) -> None:

@@ -56,6 +56,23 @@ def prepare(name: str, data_dir: Path | None = None, raw_dir: Path | None = None
     if not manual.is_dir() or not any(manual.iterdir()):
         raise RawDataError(f"missing raw data for {name!r} in {manual}; run `make data`")
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    canonicalise_records(Path(b.data_dir))
+
+
+def canonicalise_records(folder: Path) -> None:
+    """Rewrite TFRecord shards with deterministic protobuf serialisation.
+
+    TFDS serialises each `tf.train.Example` with its feature map in hash order, which
+    varies between processes: the same data gives different bytes, and DVC a different
+    hash. Re-serialising with sorted map keys gives the same bytes for the same data.
+    """
+    for shard in sorted(folder.glob("*.tfrecord-*")):
+        staging = shard.with_name(shard.name + ".tmp")
+        with tf.io.TFRecordWriter(str(staging)) as writer:
+            for record in tf.data.TFRecordDataset(str(shard)).as_numpy_iterator():
+                example = tf.train.Example.FromString(record)
+                writer.write(example.SerializeToString(deterministic=True))
+        staging.replace(shard)
 
 
 def static_task(name: str) -> str | None:

@@ -10,27 +10,20 @@ experiment's MLflow run.
 
 from __future__ import annotations
 
-import argparse
 import logging
 
-import keras
 import mlflow
 
-from pipelines import config, datasets, paths, runtime, tasks, tracking
+from pipelines import config, paths, runtime, stage, tasks
 
 log = logging.getLogger("archlab.evaluate")
 EVAL_BATCH = 256
 
 
 def evaluate(name: str, params: config.Params) -> dict[str, float]:
-    exp = config.experiment(params, name)
-    runtime.setup(exp.seed)
-    splits = datasets.load(exp.dataset, exp.training.validation_percent)
-    task = tasks.get(splits.task)
-    model_path = paths.train_dir(name) / "model.keras"
-    if not model_path.exists():
-        raise FileNotFoundError(f"no trained model at {model_path}; run `dvc repro train@{name}`")
-    model = keras.models.load_model(model_path)
+    context = stage.open_experiment(name, params)
+    splits, task = context.splits, context.task
+    model = stage.trained_model(name)
     x_test, y_test = tasks.arrays(splits.test, task)
     results = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
     outputs = model.predict(x_test, batch_size=EVAL_BATCH, verbose=0)
@@ -38,13 +31,11 @@ def evaluate(name: str, params: config.Params) -> dict[str, float]:
     metrics[f"test_{task.headline}"] = task.score(outputs, y_test)
     metrics["test_examples"] = int(len(y_test))
 
-    tags = tracking.run_tags(name, exp.architecture, exp.dataset, task.name, f"evaluate@{name}")
     with runtime.atomic_dir(paths.eval_dir(name)) as out:
         figures = task.plot(outputs, y_test, splits.class_names, out)
         task.table(outputs, y_test, splits.class_names).to_csv(out / "predictions.csv", index=False)
         runtime.write_json(out / "metrics.json", metrics)
-        with tracking.start(paths.train_dir(name), mlflow_experiment=f"{task.name}/{exp.dataset}",
-                            run_name=name, tags=tags):
+        with stage.mlflow_run(context, "evaluate"):
             mlflow.log_metrics(metrics)
             for figure in figures:
                 mlflow.log_artifact(str(figure), "plots")
@@ -52,12 +43,5 @@ def evaluate(name: str, params: config.Params) -> dict[str, float]:
     return metrics
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Evaluate one experiment of params.yaml.")
-    parser.add_argument("experiment")
-    args = parser.parse_args()
-    runtime.run_stage(lambda: evaluate(args.experiment, config.load()))
-
-
 if __name__ == "__main__":
-    main()
+    stage.cli(evaluate, "Evaluate one experiment of params.yaml on its test split.")

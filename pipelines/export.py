@@ -24,14 +24,12 @@ from Keras by more than `export.float32_tolerance` (1e-4).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
 import re
 import statistics
 import time
-from pathlib import Path
 
 import keras
 import mlflow
@@ -41,7 +39,7 @@ from tqdm import tqdm
 
 import models
 from edge.runner import TFLiteModel
-from pipelines import config, datasets, paths, runtime, tasks, tracking
+from pipelines import config, paths, runtime, stage, tasks
 from pipelines.runtime import StageError
 
 log = logging.getLogger("archlab.export")
@@ -111,15 +109,10 @@ def check_parity(variant: str, max_abs_diff: float, tolerance: float) -> None:
 
 
 def export(name: str, params: config.Params) -> dict[str, float]:
-    exp = config.experiment(params, name)
-    runtime.setup(exp.seed)
+    context = stage.open_experiment(name, params)
+    exp, splits, task = context.experiment, context.splits, context.task
     settings = exp.export
-    splits = datasets.load(exp.dataset, exp.training.validation_percent)
-    task = tasks.get(splits.task)
-    model_path = paths.train_dir(name) / "model.keras"
-    if not model_path.exists():
-        raise FileNotFoundError(f"no trained model at {model_path}; run `dvc repro train@{name}`")
-    model = keras.models.load_model(model_path)
+    model = stage.trained_model(name)
     edge_model = fixed_batch_copy(model, exp)
     representative, _ = tasks.arrays(splits.train, task, limit=settings.representative_examples)
     x_test, y_test = tasks.arrays(splits.test, task, limit=settings.parity_examples)
@@ -129,7 +122,6 @@ def export(name: str, params: config.Params) -> dict[str, float]:
                                  "parity_examples": int(len(x_test))}
     timings = {"keras_latency_ms": median_latency_ms(lambda x: edge_model(x[None], training=False),
                                                      x_test[0], settings.latency_runs)}
-    tags = tracking.run_tags(name, exp.architecture, exp.dataset, task.name, f"export@{name}")
     with runtime.atomic_dir(paths.export_dir(name)) as out:
         (out / "tflite").mkdir()
         for variant in settings.variants:
@@ -156,19 +148,11 @@ def export(name: str, params: config.Params) -> dict[str, float]:
         (out / "tflite" / "labels.txt").write_text("\n".join(splits.class_names) + "\n")
         runtime.write_json(out / "metrics.json", metrics)
         runtime.write_json(out / paths.TIMINGS, timings)
-        with tracking.start(paths.train_dir(name), mlflow_experiment=f"{task.name}/{exp.dataset}",
-                            run_name=name, tags=tags):
+        with stage.mlflow_run(context, "export"):
             mlflow.log_metrics({**metrics, **timings})
             mlflow.log_artifacts(str(out / "tflite"), "tflite")
     return {**metrics, **timings}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Export one experiment of params.yaml to TFLite.")
-    parser.add_argument("experiment")
-    args = parser.parse_args()
-    runtime.run_stage(lambda: export(args.experiment, config.load()))
-
-
 if __name__ == "__main__":
-    main()
+    stage.cli(export, "Export one experiment of params.yaml to TFLite, checked against Keras.")

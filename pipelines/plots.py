@@ -47,25 +47,35 @@ def confusion_matrix(targets: np.ndarray, predictions: np.ndarray, class_names: 
 
 
 def leaderboard(table: pd.DataFrame, path: Path) -> None:
-    """Per task: headline metric, TFLite float32 size and latency, one bar per experiment."""
+    """Per task, one bar per experiment: headline metric, TFLite sizes, latency and parity."""
     groups = list(table.groupby("task", sort=True))
-    columns = [("headline", "test metric"), ("float32_size_kb", "float32 .tflite (KiB)"),
-               ("int8_size_kb", "int8 .tflite (KiB)"), ("float32_latency_ms", "float32 latency (ms)")]
-    fig, axes = plt.subplots(len(groups), len(columns), figsize=(4.2 * len(columns), 0.5 + 2.6 * len(groups)),
-                             squeeze=False)
-    for row, (task, group) in zip(axes, groups):
-        for ax, (column, label) in zip(row, columns):
+    columns = [("headline", None), ("float32_size_kb", "float32 .tflite (KiB)"),
+               ("int8_size_kb", "int8 .tflite (KiB)"), ("float32_latency_ms", "float32 latency (ms)"),
+               ("float32_max_abs_diff", "float32 parity: max abs diff"), ("int8_delta", "int8 metric change")]
+    per_row = 3
+    rows_per_task = -(-len(columns) // per_row)
+    bar_height = 0.45 * max(len(g) for _, g in groups) + 1.4
+    fig, axes = plt.subplots(rows_per_task * len(groups), per_row, squeeze=False,
+                             figsize=(4.4 * per_row, bar_height * rows_per_task * len(groups)))
+    for t, (task, group) in enumerate(groups):
+        for i, (column, label) in enumerate(columns):
+            ax = axes[t * rows_per_task + i // per_row][i % per_row]
             values = group[column].astype(float)
-            ax.barh(group["experiment"], values, color="tab:blue")
+            ax.barh(group["experiment"], values, color="tab:green" if column == "headline" else "tab:blue")
             for y, v in enumerate(values):
                 if np.isfinite(v):
                     ax.text(v, y, f" {v:.4g}", va="center", fontsize=8)
-            metric = group["metric"].iloc[0]
-            ax.set_title(f"{task}\n{metric if column == 'headline' else label}", fontsize=9)
+            ax.set_title(f"{task}: {label or group['metric'].iloc[0]}", fontsize=9)
             ax.grid(axis="x", alpha=0.3)
+            ax.invert_yaxis()
             if column == "headline" and len(values.dropna()):
                 low = values.min()
-                ax.set_xlim(max(0.0, low - (values.max() - low) - 0.02), None)
+                ax.set_xlim(max(0.0, low - (values.max() - low) - 0.02), min(1.0, values.max() + 0.03)
+                            if values.max() <= 1 else None)
+            if column in ("float32_max_abs_diff", "int8_delta"):
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
+        for j in range(len(columns), rows_per_task * per_row):
+            axes[t * rows_per_task + j // per_row][j % per_row].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

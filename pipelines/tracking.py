@@ -54,6 +54,11 @@ def configure() -> None:
     mlflow.set_tracking_uri(tracking_uri())
 
 
+def experiment_name(task: str, dataset: str) -> str:
+    """One MLflow experiment per task and dataset: every architecture on it side by side."""
+    return f"{task}/{dataset}"
+
+
 def experiment_id(name: str) -> str:
     """The MLflow experiment `name`, created with its artifacts under `mlflow/` if new."""
     configure()

@@ -13,7 +13,6 @@ the same seed) and, outside DVC (see `.dvcignore`), `checkpoints/last.keras`,
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
@@ -26,7 +25,7 @@ import pandas as pd
 from mlflow.keras import MlflowCallback
 
 import models
-from pipelines import config, datasets, paths, plots, runtime, tasks, tracking
+from pipelines import config, paths, plots, runtime, stage, tasks, tracking
 from pipelines.runtime import StageError
 
 log = logging.getLogger("archlab.train")
@@ -45,15 +44,9 @@ def compile_model(model: keras.Model, task: tasks.Task, training: config.Trainin
     model.compile(optimizer=make_optimizer(training), loss=task.loss, metrics=list(task.metrics))
 
 
-def mlflow_experiment_name(task: str, dataset: str) -> str:
-    return f"{task}/{dataset}"
-
-
 def train(name: str, params: config.Params) -> None:
-    exp = config.experiment(params, name)
-    runtime.setup(exp.seed)
-    splits = datasets.load(exp.dataset, exp.training.validation_percent)
-    task = tasks.get(splits.task)
+    context = stage.open_experiment(name, params)
+    exp, splits, task = context.experiment, context.splits, context.task
     arch = models.get(exp.architecture)
     if task.name not in arch.tasks:
         raise StageError(f"architecture {arch.name!r} does not do {task.name} ({exp.dataset})")
@@ -70,8 +63,6 @@ def train(name: str, params: config.Params) -> None:
     compile_model(model, task, training)
     model.summary(print_fn=log.info)
 
-    stage = f"train@{name}"
-    tags = tracking.run_tags(name, exp.architecture, exp.dataset, task.name, stage)
     with runtime.atomic_dir(paths.train_dir(name)) as out:
         (out / "checkpoints").mkdir()
         callbacks = [
@@ -83,15 +74,15 @@ def train(name: str, params: config.Params) -> None:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=training.early_stopping_patience,
                 restore_best_weights=True, verbose=1))
-        with tracking.start(out, mlflow_experiment=mlflow_experiment_name(task.name, exp.dataset),
-                            run_name=name, tags=tags):
+        with stage.mlflow_run(context, "train", run_dir=out):
             tracking.record_run(out, task.name)
             mlflow.log_params(config.flat(exp))
             mlflow.log_params({"num_parameters": model.count_params(),
                                "train_examples": sum(1 for _ in train_split)})
             started = time.perf_counter()
             history = model.fit(train_ds, validation_data=val_ds, epochs=training.epochs,
-                                callbacks=[*callbacks, MlflowCallback()], verbose=2 if _quiet() else 1)
+                                callbacks=[*callbacks, MlflowCallback()], shuffle=False,  # tf.data shuffles
+                                verbose=2 if _quiet() else 1)
             seconds = time.perf_counter() - started
             losses = history.history.get("loss", [])
             if not losses or not all(math.isfinite(v) for v in losses):
@@ -100,7 +91,7 @@ def train(name: str, params: config.Params) -> None:
                                  "training.clipnorm")
             runtime.save_keras(model, out / "model.keras")
             curves = pd.read_csv(out / "history.csv")
-            plots.learning_curves(curves, out / "learning_curves.png", f"{name} ({exp.architecture})")
+            plots.learning_curves(curves, out / "learning_curves.png", f"{name}: {exp.architecture} on {exp.dataset}")
             best = int(np.argmin(history.history["val_loss"]))
             metrics = {"epochs_run": len(losses), "best_epoch": best + 1,
                        "best_val_loss": float(history.history["val_loss"][best]),
@@ -121,12 +112,5 @@ def _quiet() -> bool:
     return not sys.stdout.isatty()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Train one experiment of params.yaml.")
-    parser.add_argument("experiment")
-    args = parser.parse_args()
-    runtime.run_stage(lambda: train(args.experiment, config.load()))
-
-
 if __name__ == "__main__":
-    main()
+    stage.cli(train, "Train one experiment of params.yaml.")

@@ -223,3 +223,26 @@ def test_diverging_run_is_a_clear_error(workspace):
     with pytest.raises(StageError, match=r"training diverged .*lower training.learning_rate"):
         train.train("mlp", config.validate(doc))
     assert not (paths.train_dir("mlp") / "model.keras").exists()
+
+
+def test_gpu_tags_name_the_device(monkeypatch):
+    """On a GPU machine the run is tagged with the card, its compute capability and driver."""
+    from pipelines import tracking
+
+    fake = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [fake] if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda device: {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)})
+    monkeypatch.setattr(tracking.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(tracking.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+        a, 0, stdout="580.159.03\n", stderr=""))
+    tags = tracking.machine_tags()
+    assert (tags["gpu"], tags["gpu_compute_capability"], tags["gpu_driver"], tags["gpu_count"]) == \
+        ("NVIDIA H100 80GB HBM3", "9.0", "580.159.03", "1")
+
+
+def test_cpu_machine_tags():
+    from pipelines import tracking
+
+    tags = tracking.machine_tags()
+    assert tags["gpu"] == "none" and tags["cpu"] and tags["host"]

@@ -1,0 +1,57 @@
+"""What every per-experiment stage (train, evaluate, export) starts with.
+
+    context = stage.open_experiment("cnn", params)   # seeds set, dataset loaded
+    with stage.mlflow_run(context, "evaluate"): ...  # the experiment's MLflow run
+    stage.cli(evaluate, "Evaluate one experiment")   # `python -m pipelines.evaluate cnn`
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+
+from pipelines import config, datasets, paths, runtime, tasks, tracking
+
+
+@dataclass
+class Context:
+    name: str
+    experiment: config.Experiment
+    splits: datasets.Splits
+    task: tasks.Task
+
+
+def open_experiment(name: str, params: config.Params) -> Context:
+    """Look the experiment up, seed everything, load its dataset and task."""
+    exp = config.experiment(params, name)
+    runtime.setup(exp.seed)
+    splits = datasets.load(exp.dataset, exp.training.validation_percent)
+    return Context(name, exp, splits, tasks.get(splits.task))
+
+
+def trained_model(name: str) -> keras.Model:
+    path = paths.train_dir(name) / "model.keras"
+    if not path.exists():
+        raise FileNotFoundError(f"no trained model at {path}; run `dvc repro train@{name}`")
+    return keras.models.load_model(path)
+
+
+def mlflow_run(context: Context, stage: str, run_dir=None):
+    """The experiment's MLflow run: train opens it in `run_dir` (its staging folder), the
+    later stages find it through `train/run.json`."""
+    exp = context.experiment
+    tags = tracking.run_tags(context.name, exp.architecture, exp.dataset, context.task.name,
+                             f"{stage}@{context.name}")
+    return tracking.start(run_dir or paths.train_dir(context.name), run_name=context.name, tags=tags,
+                          mlflow_experiment=tracking.experiment_name(context.task.name, exp.dataset))
+
+
+def cli(run: Callable[[str, config.Params], object], description: str) -> None:
+    """`python -m pipelines.<stage> <experiment>`: run with params.yaml, errors as one line."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("experiment", help="a key under `experiments` in params.yaml")
+    args = parser.parse_args()
+    runtime.run_stage(lambda: run(args.experiment, config.load()))

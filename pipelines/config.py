@@ -40,6 +40,7 @@ class Training(Strict):
     batch_size: int = Field(ge=1)
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     learning_rate: float = Field(gt=0, le=10)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     validation_percent: int = Field(default=10, ge=1, le=50)
     early_stopping_patience: int = Field(default=5, ge=0)
     clipnorm: Optional[PositiveFloat] = None

@@ -31,8 +31,14 @@ from pipelines.runtime import StageError
 log = logging.getLogger("archlab.train")
 
 
-def make_optimizer(training: config.Training) -> keras.optimizers.Optimizer:
-    kwargs = {"learning_rate": training.learning_rate, "name": "optimizer"}  # a fixed name: reproducible files
+def make_optimizer(training: config.Training, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer with its learning rate (constant, or cosine-annealed to 0 over all
+    epochs) and gradient clipping."""
+    learning_rate = training.learning_rate
+    if training.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            training.learning_rate, decay_steps=training.epochs * steps_per_epoch)
+    kwargs = {"learning_rate": learning_rate, "name": "optimizer"}  # a fixed name: reproducible files
     if training.clipnorm is not None:
         kwargs["clipnorm"] = training.clipnorm
     if training.clipvalue is not None:
@@ -40,8 +46,10 @@ def make_optimizer(training: config.Training) -> keras.optimizers.Optimizer:
     return keras.optimizers.get({"class_name": training.optimizer, "config": kwargs})
 
 
-def compile_model(model: keras.Model, task: tasks.Task, training: config.Training) -> None:
-    model.compile(optimizer=make_optimizer(training), loss=task.loss, metrics=list(task.metrics))
+def compile_model(model: keras.Model, task: tasks.Task, training: config.Training,
+                  steps_per_epoch: int) -> None:
+    model.compile(optimizer=make_optimizer(training, steps_per_epoch), loss=task.loss,
+                  metrics=list(task.metrics))
 
 
 def train(name: str, params: config.Params) -> None:
@@ -54,13 +62,16 @@ def train(name: str, params: config.Params) -> None:
     train_split = splits.train
     if training.max_train_examples:
         train_split = train_split.take(training.max_train_examples)
+    train_examples = int(train_split.cardinality())
+    if train_examples < 0:  # unknown (e.g. a mocked catalog dataset): count once
+        train_examples = sum(1 for _ in train_split)
     train_ds = tasks.batches(train_split, task, training.batch_size,
                              shuffle_buffer=training.shuffle_buffer, seed=exp.seed)
     val_ds = tasks.batches(splits.validation, task, training.batch_size)
 
     model = models.build(exp.architecture, splits.input_shape, len(splits.class_names),
                          config.hyperparameters(exp))
-    compile_model(model, task, training)
+    compile_model(model, task, training, steps_per_epoch=math.ceil(train_examples / training.batch_size))
     model.summary(print_fn=log.info)
 
     with runtime.atomic_dir(paths.train_dir(name)) as out:
@@ -78,7 +89,7 @@ def train(name: str, params: config.Params) -> None:
             tracking.record_run(out, task.name)
             mlflow.log_params(config.flat(exp))
             mlflow.log_params({"num_parameters": model.count_params(),
-                               "train_examples": sum(1 for _ in train_split)})
+                               "train_examples": train_examples})
             started = time.perf_counter()
             history = model.fit(train_ds, validation_data=val_ds, epochs=training.epochs,
                                 callbacks=[*callbacks, MlflowCallback()], shuffle=False,  # tf.data shuffles

@@ -246,3 +246,19 @@ def test_cpu_machine_tags():
 
     tags = tracking.machine_tags()
     assert tags["gpu"] == "none" and tags["cpu"] and tags["host"]
+
+
+def test_cosine_schedule_anneals_the_learning_rate():
+    doc = tiny_params()
+    doc["experiments"]["mlp"]["training"].update(lr_schedule="cosine", clipnorm=1.0)
+    training = config.validate(doc).experiments["mlp"].training
+    optimizer = train.make_optimizer(training, steps_per_epoch=10)
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    optimizer.iterations.assign(20)             # half of 4 epochs x 10 steps
+    assert float(optimizer.learning_rate) == pytest.approx(0.005, rel=1e-3)
+    optimizer.iterations.assign(40)
+    assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-6)
+    assert optimizer.clipnorm == 1.0
+    constant = train.make_optimizer(config.validate(tiny_params()).experiments["mlp"].training, 10)
+    constant.iterations.assign(40)
+    assert float(constant.learning_rate) == pytest.approx(0.01)

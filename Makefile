@@ -37,7 +37,7 @@ test: venv ## run the test suite
 test-fast: venv ## the test suite without the slow end-to-end tests
 	$(BIN)/python -m pytest -m "not slow"
 
-ui: venv ## the MLflow UI on http://127.0.0.1:$(MLFLOW_PORT) over the repo's store
+ui: venv ## the MLflow UI on http://127.0.0.1:5000 (MLFLOW_PORT=...) over the repo's store
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow/mlflow.db" --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 bench: venv ## benchmarks: Keras vs TFLite latency, no-op dvc repro time (after `make run`)

@@ -5,7 +5,8 @@
 Reads each experiment's evaluate and export metrics; writes
 `outputs/report/leaderboard.md`, `leaderboard.csv` and `leaderboard.png` (headline
 metric, TFLite size, latency and parity per experiment) and logs them to the MLflow
-experiment `leaderboard`.
+experiment `leaderboard`. `summary.json`, the stage's DVC output, holds the figures
+that repeat exactly (no timings).
 """
 
 from __future__ import annotations
@@ -97,9 +98,24 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# Reproducible columns: the DVC metrics file of the report (the leaderboard files also show
+# timings, which differ per run, so they are kept out of DVC).
+SUMMARY_COLUMNS = ["task", "architecture", "metric", "headline", "parameters", "epochs",
+                   *(f"{v}_{c}" for v in config.VARIANTS for c in ("size_kb", "max_abs_diff", "delta"))]
+
+
+def summary(frame: pd.DataFrame) -> dict:
+    """Per experiment, the figures that repeat exactly for the same seed."""
+    doc = {}
+    for row in frame.to_dict("records"):
+        doc[row["experiment"]] = {c: row[c] for c in SUMMARY_COLUMNS if not pd.isna(row[c])}
+    return doc
+
+
 def report(params: config.Params) -> pd.DataFrame:
     frame = table(params)
     with runtime.atomic_dir(paths.REPORT) as out:
+        runtime.write_json(out / "summary.json", summary(frame))
         frame.to_csv(out / "leaderboard.csv", index=False)
         (out / "leaderboard.md").write_text(markdown(frame))
         plots.leaderboard(frame, out / "leaderboard.png")

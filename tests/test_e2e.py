@@ -74,7 +74,10 @@ def test_rerun_from_scratch_reproduces_dvc_lock(repo):
     before = (repo / "dvc.lock").read_text()
     shutil.rmtree(repo / "outputs")
     shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
-    sh(repo, "dvc", "repro")
+    ran = _ran(sh(repo, "dvc", "repro").stdout)
+    assert ran == {"prepare", "report"} | {f"{s}@{e}" for s in ("train", "evaluate", "export")
+                                            for e in ("mlp", "cnn")}
+    assert (repo / "outputs" / "report" / "leaderboard.md").exists()
     assert (repo / "dvc.lock").read_text() == before
     assert not sh(repo, "git", "status", "--porcelain").stdout.strip()
 
@@ -105,6 +108,7 @@ def test_metrics_and_plots_commands(repo):
     metrics = json.loads(sh(repo, "dvc", "metrics", "show", "--json").stdout)
     flat = json.dumps(metrics)
     assert "test_accuracy" in flat and "tflite_int8_size_bytes" in flat and "best_val_loss" in flat
+    assert "summary.json" in flat and "int8_size_kb" in flat
     plots = sh(repo, "dvc", "plots", "show", "--json").stdout
     assert "history.csv" in plots and "predictions.csv" in plots
 

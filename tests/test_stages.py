@@ -163,6 +163,9 @@ def test_report_leaderboard(workspace, params):
     text = (paths.REPORT / "leaderboard.md").read_text()
     assert "## image_classification/digits" in text and "| mlp " in text and "| cnn " in text
     assert (paths.REPORT / "leaderboard.png").stat().st_size > 5000
+    summary = json.loads((paths.REPORT / "summary.json").read_text())
+    assert summary["mlp"]["headline"] == frame.set_index("experiment").loc["mlp", "headline"]
+    assert not any("latency" in key or "seconds" in key for row in summary.values() for key in row)
     runs = mlflow.search_runs(experiment_names=["leaderboard"], output_format="list")
     assert len(runs) == 1
     artifacts = {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)}

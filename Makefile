@@ -8,6 +8,8 @@ PYTHON ?= python3
 # Stages run `python -m pipelines...` from dvc.yaml: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# No usage telemetry from MLflow (and no attempts to send it from offline machines).
+export MLFLOW_DISABLE_TELEMETRY ?= true
 MLFLOW_PORT ?= 5000
 
 .PHONY: help venv data run test test-fast ui bench clean

@@ -35,7 +35,7 @@ DELETE = object()
 
 BAD = [
     ("experiments.mlp.architecture", "transformer",
-     r"experiments\.mlp\.architecture: unknown architecture 'transformer'; known: cnn, mlp"),
+     r"experiments\.mlp\.architecture: unknown architecture 'transformer'; known: bi_gru, bi_lstm, .*cnn, .*mlp"),
     ("experiments.mlp.dataset", "cifar",
      r"experiments\.mlp\.dataset: unknown dataset 'cifar'; embedded: digits, fashion_mnist"),
     ("datasets", ["digits", "imagenet"], r"datasets: unknown dataset 'imagenet'"),

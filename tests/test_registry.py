@@ -11,7 +11,7 @@ def test_known_architectures():
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown architecture 'transformer'; known: .*cnn.*mlp"):
+    with pytest.raises(ValueError, match=r"unknown architecture 'transformer'; known: .*cnn.*lstm.*mlp"):
         models.get("transformer")
 
 

@@ -62,6 +62,8 @@ def workspace(tmp_path, tfds_dir, monkeypatch):
     monkeypatch.setattr(paths, "EXPERIMENTS", tmp_path / "experiments")
     monkeypatch.setattr(paths, "REPORT", tmp_path / "report")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # with a user-set tracking URI MLflow puts artifacts in ./mlruns: keep them in tmp_path
+    monkeypatch.chdir(tmp_path)
     return tmp_path
 
 

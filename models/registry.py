@@ -1,10 +1,10 @@
 """Architecture registry: one name, one builder, one hyperparameter schema.
 
     @register("mlp", hyperparameters=MLPParams, tasks=("image_classification",))
-    def build_mlp(input_shape, num_outputs, params: MLPParams) -> keras.Model: ...
+    def build_mlp(inputs: keras.KerasTensor, num_outputs: int, params: MLPParams) -> keras.Model: ...
 
 The registered name is the `architecture` value in `params.yaml`. Looking up an
-unknown name raises a `KeyError`-free `ValueError` that lists the known ones.
+unknown name raises a `ValueError` that lists the known ones.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Builder = Callable[[tuple, int, Hyperparameters], keras.Model]
+Builder = Callable[[keras.KerasTensor, int, Hyperparameters], keras.Model]
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,11 @@
 
 `inputs.npy` holds float32 inputs shaped like the model's input without the batch
 axis, or with it ((N, ...) for N samples). Inputs are scaled as in training
-(images in [0, 1]); int8 models are quantised and dequantised here. Prints one
-predicted label per line. This file is self-contained: copy it to the device.
+(images in [0, 1]; sequences standardised and zero-padded as the TFDS builders write
+them); int8 models are quantised and dequantised here. Prints one line per input: the
+predicted label (one per step for per-step models), or the predicted value of a
+one-output model (forecasting, regression). This file is self-contained: copy it to
+the device.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ class TFLiteModel:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Predict labels with an archlab TFLite model.")
+    parser = argparse.ArgumentParser(description="Predict with an archlab TFLite model: a class "
+                                     "(name) per input, or its value for one-output models.")
     parser.add_argument("model", help="a .tflite file")
     parser.add_argument("inputs", help="a .npy file of inputs")
     parser.add_argument("--labels", help="a text file of class names, one per line")
@@ -79,9 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.output:
         np.save(args.output, outputs)
-    for label in outputs.argmax(axis=-1):
-        print(names[label] if names else int(label))
+    for row in outputs:
+        print(describe(row, names))
     return 0
+
+
+def describe(output: np.ndarray, names: list[str] | None = None) -> str:
+    """One example's output as text: its class (one per step for per-step models), by
+    name with `names`; a model with one output (forecasting, regression) prints its value."""
+    if output.shape[-1] == 1 and not names:
+        return " ".join(f"{v:.6g}" for v in output.reshape(-1))
+    classes = np.atleast_1d(output.argmax(axis=-1))
+    return " ".join(names[c] if names else str(int(c)) for c in classes)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import keras
 from keras import layers
 from pydantic import Field
 
-from models.registry import Hyperparameters, register
+from models.registry import Head, Hyperparameters, register
 
 
 class CNNParams(Hyperparameters):
@@ -41,7 +41,7 @@ class CNNParams(Hyperparameters):
 
 
 @register("cnn", hyperparameters=CNNParams, tasks=("image_classification",))
-def build_cnn(inputs: keras.KerasTensor, num_outputs: int, params: CNNParams) -> keras.Model:
+def build_cnn(inputs: keras.KerasTensor, head: Head, params: CNNParams) -> keras.Model:
     """Convolutional network: conv/pool blocks, dense layers, softmax output."""
     x = inputs
     for b, filters in enumerate(params.filters):
@@ -60,5 +60,5 @@ def build_cnn(inputs: keras.KerasTensor, num_outputs: int, params: CNNParams) ->
         x = layers.Dense(units, activation=params.activation, name=f"dense_{i}")(x)
         if params.dropout_rate:
             x = layers.Dropout(params.dropout_rate, name=f"dropout_dense_{i}")(x)
-    outputs = layers.Dense(num_outputs, activation="softmax", name="probabilities")(x)
+    outputs = head.layer()(x)
     return keras.Model(inputs, outputs, name="cnn")

@@ -19,7 +19,7 @@ import keras
 from keras import layers
 from pydantic import Field
 
-from models.registry import Hyperparameters, register
+from models.registry import Head, Hyperparameters, register
 
 
 class MLPParams(Hyperparameters):
@@ -30,7 +30,7 @@ class MLPParams(Hyperparameters):
 
 
 @register("mlp", hyperparameters=MLPParams, tasks=("image_classification",))
-def build_mlp(inputs: keras.KerasTensor, num_outputs: int, params: MLPParams) -> keras.Model:
+def build_mlp(inputs: keras.KerasTensor, head: Head, params: MLPParams) -> keras.Model:
     """Multilayer perceptron: flatten, dense hidden layers, softmax output."""
     x = layers.Flatten(name="flatten")(inputs)
     for i, units in enumerate(params.hidden_units):
@@ -40,5 +40,5 @@ def build_mlp(inputs: keras.KerasTensor, num_outputs: int, params: MLPParams) ->
         x = layers.Activation(params.activation, name=f"activation_{i}")(x)
         if params.dropout_rate:
             x = layers.Dropout(params.dropout_rate, name=f"dropout_{i}")(x)
-    outputs = layers.Dense(num_outputs, activation="softmax", name="probabilities")(x)
+    outputs = head.layer()(x)
     return keras.Model(inputs, outputs, name="mlp")

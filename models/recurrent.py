@@ -20,8 +20,10 @@ GRU, an update gate z_t and a reset gate r_t, no separate cell state:
 
 Bidirectional (`bi_<cell>`): a forward and a backward RNN over the same sequence, their
 outputs concatenated at each step, h_t = [→h_t ; ←h_t]. Deep (`layers` > 1): each layer
-feeds its whole output sequence to the next; the last layer's final state is classified:
-y = softmax(W_o h_T + b_o).
+feeds its whole output sequence to the next. The task sets the output: the last layer's
+final state is classified, y = softmax(W_o h_T + b_o), or regressed, y = W_o h_T + b_o
+(forecasting, the adding problem); for per-step tasks (the copy task) the last layer
+returns its whole sequence and y_t = softmax(W_o h_t + b_o) at every step.
 
 Hyperparameters:
     units:                  width of the hidden state h_t of each layer (each direction).
@@ -40,10 +42,10 @@ import keras
 from keras import layers
 from pydantic import Field
 
-from models.registry import Hyperparameters, register
+from models.registry import Head, Hyperparameters, register
 
 CELLS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
-TASKS = ("sequence_classification",)
+TASKS = ("sequence_classification", "forecasting", "sequence_regression", "sequence_tagging")
 
 
 class RecurrentParams(Hyperparameters):
@@ -57,12 +59,12 @@ class RecurrentParams(Hyperparameters):
     unroll: bool = False
 
 
-def build_recurrent(inputs: keras.KerasTensor, num_outputs: int, params: RecurrentParams, *,
+def build_recurrent(inputs: keras.KerasTensor, head: Head, params: RecurrentParams, *,
                     cell: str, bidirectional: bool) -> keras.Model:
-    """A stack of `cell` layers (optionally bidirectional), a dense head, softmax output."""
+    """A stack of `cell` layers (optionally bidirectional), dense layers, the task's output."""
     x = layers.Masking(mask_value=0.0, name="masking")(inputs) if params.masking else inputs
     for i in range(params.layers):
-        options = {"return_sequences": i < params.layers - 1, "dropout": params.dropout_rate,
+        options = {"return_sequences": head.per_step or i < params.layers - 1, "dropout": params.dropout_rate,
                    "recurrent_dropout": params.recurrent_dropout_rate, "unroll": params.unroll}
         if cell == "simple_rnn":
             options["activation"] = params.activation
@@ -72,15 +74,15 @@ def build_recurrent(inputs: keras.KerasTensor, num_outputs: int, params: Recurre
         x = recurrent(x)
     for i, units in enumerate(params.dense_units):
         x = layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
-    outputs = layers.Dense(num_outputs, activation="softmax", name="probabilities")(x)
+    outputs = head.layer()(x)
     return keras.Model(inputs, outputs, name=("bi_" if bidirectional else "") + cell)
 
 
 def _register(cell: str, bidirectional: bool) -> None:
     name = ("bi_" if bidirectional else "") + cell
 
-    def build(inputs, num_outputs, params):
-        return build_recurrent(inputs, num_outputs, params, cell=cell, bidirectional=bidirectional)
+    def build(inputs, head, params):
+        return build_recurrent(inputs, head, params, cell=cell, bidirectional=bidirectional)
 
     build.__doc__ = f"{'Bidirectional ' if bidirectional else ''}{cell} network, `layers` deep."
     register(name, hyperparameters=RecurrentParams, tasks=TASKS)(build)

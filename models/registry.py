@@ -1,7 +1,11 @@
 """Architecture registry: one name, one builder, one hyperparameter schema.
 
     @register("mlp", hyperparameters=MLPParams, tasks=("image_classification",))
-    def build_mlp(inputs: keras.KerasTensor, num_outputs: int, params: MLPParams) -> keras.Model: ...
+    def build_mlp(inputs: keras.KerasTensor, head: Head, params: MLPParams) -> keras.Model: ...
+
+The task decides the model's output through `head` (units and activation: softmax
+over classes, linear for regression; `per_step` for one output per time step), so an
+architecture serves every task it declares.
 
 The registered name is the `architecture` value in `params.yaml`. Looking up an
 unknown name raises a `ValueError` that lists the known ones.
@@ -22,7 +26,20 @@ class Hyperparameters(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Builder = Callable[[keras.KerasTensor, int, Hyperparameters], keras.Model]
+@dataclass(frozen=True)
+class Head:
+    """The output a task asks for: `units` of `activation`, once or at every time step."""
+
+    units: int
+    activation: str = "softmax"
+    per_step: bool = False
+
+    def layer(self) -> keras.layers.Dense:
+        """The output layer (applied to a sequence, Dense acts at every step)."""
+        return keras.layers.Dense(self.units, activation=self.activation, name="outputs")
+
+
+Builder = Callable[[keras.KerasTensor, Head, Hyperparameters], keras.Model]
 
 
 @dataclass(frozen=True)
@@ -61,12 +78,15 @@ def get(name: str) -> Architecture:
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(names())}") from None
 
 
-def build(name: str, input_shape: tuple, num_outputs: int, hyperparameters: dict | Hyperparameters,
+def build(name: str, input_shape: tuple, head: Head | int, hyperparameters: dict | Hyperparameters,
           batch_size: int | None = None) -> keras.Model:
-    """Build a registered architecture; `batch_size` fixes the input's batch (TFLite export)."""
+    """Build a registered architecture; `batch_size` fixes the input's batch (TFLite export).
+    An int `head` means that many softmax outputs (classification)."""
     arch = get(name)
     if not isinstance(hyperparameters, Hyperparameters):
         hyperparameters = arch.hyperparameters(**hyperparameters)
+    if isinstance(head, int):
+        head = Head(head)
     model = arch.build(keras.Input(shape=tuple(input_shape), batch_size=batch_size, name="inputs"),
-                       num_outputs, hyperparameters)
+                       head, hyperparameters)
     return model

@@ -35,8 +35,10 @@ def inference(params: config.Params) -> pd.DataFrame:
             log.info("%s: not trained and exported yet, skipped", name)
             continue
         splits = datasets.load(exp.dataset, exp.training.validation_percent)
-        x, _ = tasks.arrays(splits.test, tasks.get(splits.task), limit=1)
-        model = export.fixed_batch_copy(keras.models.load_model(paths.train_dir(name) / "model.keras"), exp)
+        task = tasks.get(splits.task)
+        x, _ = tasks.arrays(splits.test, task, limit=1)
+        model = export.fixed_batch_copy(keras.models.load_model(paths.train_dir(name) / "model.keras"),
+                                        exp, task.head(splits))
         keras_ms = export.median_latency_ms(lambda v: model(v[None], training=False), x[0], RUNS)
         row = {"experiment": name, "keras ms": keras_ms}
         for variant in exp.export.variants:

@@ -9,6 +9,7 @@
         hyperparameters: {...}          # the architecture's own schema (models/<family>.py)
         training: {...}                 # `Training` below
         export: {...}                   # `Export` below
+    study: {...}                        # optional: `Study` below (the adding-problem sweep)
 
 Any error (unknown name, wrong type, out-of-range value, missing or unknown key) is
 reported as one line naming the key and what is allowed, before anything is written.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -47,6 +48,13 @@ class Training(Strict):
     clipvalue: Optional[PositiveFloat] = None
     shuffle_buffer: int = Field(default=10_000, ge=1)
     max_train_examples: Optional[int] = Field(default=None, ge=1)
+    # Updates per epoch, the training split repeating as needed (default: one pass over it);
+    # epochs x steps_per_epoch is then the number of updates, whatever the dataset size.
+    steps_per_epoch: Optional[int] = Field(default=None, ge=1)
+    # XLA compilation of the train step: "auto" is Keras's choice (off on CPU-only machines).
+    jit_compile: Union[bool, Literal["auto"]] = "auto"
+    # Train steps per call into TensorFlow: more saves per-step overhead on small models.
+    steps_per_execution: int = Field(default=1, ge=1)
 
 
 class Export(Strict):
@@ -85,9 +93,43 @@ class Experiment(Strict):
         return v
 
 
+class Study(Strict):
+    """The long-term dependency study (`pipelines/study.py`): each cell on the adding
+    problem at each length T, once per clipping setting, the same number of updates each
+    (training.epochs x training.steps_per_epoch)."""
+
+    cells: list[str] = Field(min_length=1)                        # registered architectures
+    lengths: list[Annotated[int, Field(ge=2)]] = Field(min_length=1)
+    clipnorm: list[Optional[PositiveFloat]] = Field(min_length=1)  # null: no clipping
+    seed: int = Field(ge=0)
+    hyperparameters: dict                                         # for every cell
+    training: Training
+
+    @field_validator("cells")
+    @classmethod
+    def _known_cells(cls, v: list[str]) -> list[str]:
+        for name in v:
+            arch = models.get(name)
+            if "sequence_regression" not in arch.tasks:
+                raise ValueError(f"{name!r} does not do sequence_regression (the adding problem)")
+        return v
+
+    @field_validator("training")
+    @classmethod
+    def _same_updates(cls, v: Training) -> Training:
+        if v.steps_per_epoch is None:
+            raise ValueError("set steps_per_epoch: every run makes epochs x steps_per_epoch updates")
+        if v.early_stopping_patience:
+            raise ValueError("early_stopping_patience must be 0: every run makes the same updates")
+        if v.clipnorm is not None or v.clipvalue is not None:
+            raise ValueError("leave clipnorm/clipvalue unset: the study's clipnorm list sets them")
+        return v
+
+
 class Params(Strict):
     datasets: list[str] = Field(min_length=1)
     experiments: dict[str, Experiment] = Field(min_length=1)
+    study: Optional[Study] = None
 
     @field_validator("datasets")
     @classmethod
@@ -135,6 +177,12 @@ def validate(raw: object, source: str = "params.yaml") -> Params:
         if exp.dataset not in params.datasets:
             raise ParamsError(f"{source}: {where}.dataset: {exp.dataset!r} is not in datasets "
                               f"({', '.join(params.datasets)}), so it is never prepared")
+    if params.study is not None:
+        for cell in params.study.cells:
+            try:
+                models.get(cell).hyperparameters.model_validate(params.study.hyperparameters)
+            except ValidationError as e:
+                raise ParamsError(f"{source}: {_one_line(e, 'study.hyperparameters')}") from None
     return params
 
 

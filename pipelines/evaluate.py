@@ -2,10 +2,12 @@
 
     python -m pipelines.evaluate <experiment>
 
-Writes `outputs/experiments/<experiment>/eval/`: `metrics.json` (`test_loss` and
-`test_<headline>`, e.g. `test_accuracy`: the same names for every architecture on a
-task) and the task's plots (a confusion matrix for classification); logs both to the
-experiment's MLflow run.
+Writes `outputs/experiments/<experiment>/eval/`: `metrics.json` (`test_loss`,
+`test_<headline>`, e.g. `test_accuracy` or `test_nrmse`: the same names for every
+architecture on a task, and the task's baselines, e.g. `baseline_nrmse`),
+`predictions.csv` (actual and predicted per test example) and the task's pictures in
+`plots/` (a confusion matrix for classification, the forecast for forecasting, predicted
+against actual for regression); logs them to the experiment's MLflow run.
 """
 
 from __future__ import annotations
@@ -14,25 +16,30 @@ import logging
 
 import mlflow
 
-from pipelines import config, paths, runtime, stage, tasks
+from pipelines import config, runtime, stage, tasks
 
 log = logging.getLogger("archlab.evaluate")
 EVAL_BATCH = 256
 
 
 def evaluate(name: str, params: config.Params) -> dict[str, float]:
-    context = stage.open_experiment(name, params)
-    splits, task = context.splits, context.task
-    model = stage.trained_model(name)
+    return score(stage.open_experiment(name, params), stage.trained_model(name))
+
+
+def score(context: stage.Context, model) -> dict[str, float]:
+    """Score `model` on the context's test split into `context.eval_dir`; the metrics."""
+    name, splits, task = context.name, context.splits, context.task
     x_test, y_test = tasks.arrays(splits.test, task)
     results = model.evaluate(x_test, y_test, batch_size=EVAL_BATCH, verbose=0, return_dict=True)
     outputs = model.predict(x_test, batch_size=EVAL_BATCH, verbose=0)
     metrics = {f"test_{k}": float(v) for k, v in results.items() if k != "compile_metrics"}
     metrics[f"test_{task.headline}"] = task.score(outputs, y_test)
+    metrics.update(task.baselines(x_test, y_test))
     metrics["test_examples"] = int(len(y_test))
 
-    with runtime.atomic_dir(paths.eval_dir(name)) as out:
-        figures = task.plot(outputs, y_test, splits.class_names, out)
+    with runtime.atomic_dir(context.eval_dir) as out:
+        (out / "plots").mkdir()
+        figures = task.plot(outputs, y_test, splits.class_names, out / "plots")
         task.table(outputs, y_test, splits.class_names).to_csv(out / "predictions.csv", index=False)
         runtime.write_json(out / "metrics.json", metrics)
         with stage.mlflow_run(context, "evaluate"):

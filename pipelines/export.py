@@ -10,7 +10,8 @@ converted to each variant:
     dynamic_range  int8 weights, float activations
     float16        float16 weights
     int8           full-integer: int8 weights, activations, inputs and outputs,
-                   calibrated on examples of the training split
+                   calibrated on examples of the training split; recurrent models are
+                   converted unrolled (TFLite's calibrator crashes on their loop ops)
 
 Every variant is run with the LiteRT interpreter through the edge runner
 (`edge/runner.py`, what a device runs) on the test split. Recorded per variant:
@@ -46,10 +47,14 @@ log = logging.getLogger("archlab.export")
 WARMUP_RUNS = 10
 
 
-def fixed_batch_copy(model: keras.Model, exp: config.Experiment) -> keras.Model:
-    """The same architecture and weights with the input's batch fixed to 1."""
-    copy = models.build(exp.architecture, model.input_shape[1:], model.output_shape[-1],
-                        config.hyperparameters(exp), batch_size=1)
+def fixed_batch_copy(model: keras.Model, exp: config.Experiment, head: models.registry.Head,
+                     unroll: bool = False) -> keras.Model:
+    """The same architecture and weights with the input's batch fixed to 1; `unroll`
+    also unrolls the time loop of architectures that have one (an `unroll` setting)."""
+    hyperparameters = config.hyperparameters(exp)
+    if unroll and "unroll" in type(hyperparameters).model_fields:
+        hyperparameters = hyperparameters.model_copy(update={"unroll": True})
+    copy = models.build(exp.architecture, model.input_shape[1:], head, hyperparameters, batch_size=1)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -113,7 +118,8 @@ def export(name: str, params: config.Params) -> dict[str, float]:
     exp, splits, task = context.experiment, context.splits, context.task
     settings = exp.export
     model = stage.trained_model(name)
-    edge_model = fixed_batch_copy(model, exp)
+    edge_model = fixed_batch_copy(model, exp, task.head(splits))
+    int8_model = fixed_batch_copy(model, exp, task.head(splits), unroll=True)
     representative, _ = tasks.arrays(splits.train, task, limit=settings.representative_examples)
     x_test, y_test = tasks.arrays(splits.test, task, limit=settings.parity_examples)
     reference = model.predict(x_test, batch_size=256, verbose=0)
@@ -126,7 +132,9 @@ def export(name: str, params: config.Params) -> dict[str, float]:
         (out / "tflite").mkdir()
         for variant in settings.variants:
             path = out / "tflite" / f"{variant}.tflite"
-            path.write_bytes(convert(edge_model, variant, representative))
+            # int8 calibration crashes on TFLite's recurrent loop ops: int8 files are unrolled
+            source = int8_model if variant == "int8" else edge_model
+            path.write_bytes(convert(source, variant, representative))
             tflite = TFLiteModel(path)
             flex = flex_ops(tflite)
             if flex:
@@ -145,7 +153,8 @@ def export(name: str, params: config.Params) -> dict[str, float]:
             log.info("%s %s: %d bytes, %.3f ms, max |diff| %.2e, %s delta %+.4f", name, variant,
                      metrics[f"{prefix}_size_bytes"], timings[f"{prefix}_latency_ms"], diff,
                      task.headline, metrics[f"{prefix}_{task.headline}_delta"])
-        (out / "tflite" / "labels.txt").write_text("\n".join(splits.class_names) + "\n")
+        if splits.class_names:
+            (out / "tflite" / "labels.txt").write_text("\n".join(splits.class_names) + "\n")
         runtime.write_json(out / "metrics.json", metrics)
         runtime.write_json(out / paths.TIMINGS, timings)
         with stage.mlflow_run(context, "export"):

@@ -4,6 +4,9 @@
   (`apt-get download` + `dpkg-deb -x`, no root needed when the package lists are
   current; as root, a failed download is retried after `apt-get update`).
 - digits: scikit-learn's `digits.csv.gz`, copied from the installed package.
+- japanese_vowels, santafe_laser: data files inside pinned PyPI wheels (aeon's
+  `JapaneseVowels_TRAIN/TEST.ts`, reservoirpy's `santafe_laser.npy`), fetched with
+  `pip download --no-deps` and checked against their SHA-256; neither package is installed.
 
 Files already present are kept; `data.dvc` versions the result (`dvc status data.dvc`).
 """
@@ -11,19 +14,22 @@ Files already present are kept; `data.dvc` versions the result (`dvc status data
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import sklearn.datasets
 
 from pipelines import paths
-from pipelines.datasets import EMBEDDED
+from pipelines.datasets import EMBEDDED, GENERATED
 from pipelines.datasets.builders import DIGITS_FILE, FASHION_MNIST_FILES
+from pipelines.datasets.sequences import JAPANESE_VOWELS_FILES, SANTA_FE_FILE
 
 log = logging.getLogger("archlab.fetch")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -87,8 +93,61 @@ def fetch_digits(dest: Path) -> None:
     log.info("digits: copied %s", src)
 
 
-FETCHERS = {"digits": fetch_digits, "fashion_mnist": fetch_fashion_mnist}
-assert set(FETCHERS) == set(EMBEDDED), "every embedded dataset needs a fetcher"
+# name -> (pinned wheel, {file name: (path inside the wheel, SHA-256)})
+WHEEL_FILES = {
+    "japanese_vowels": ("aeon==1.6.0", {
+        JAPANESE_VOWELS_FILES["train"]: (
+            "aeon/datasets/data/JapaneseVowels/JapaneseVowels_TRAIN.ts",
+            "68a430eabd919cc77f40b1f5f3bc0dcafacc1486bca9260785aeb7d262cc78cd"),
+        JAPANESE_VOWELS_FILES["test"]: (
+            "aeon/datasets/data/JapaneseVowels/JapaneseVowels_TEST.ts",
+            "b3d41d6a0ca3bcad3afb9ca7d4365382aa51341e2e58bae2a574babdda5b9462"),
+    }),
+    "santafe_laser": ("reservoirpy==0.4.2", {
+        SANTA_FE_FILE: ("reservoirpy/datasets/santafe_laser.npy",
+                        "8c07281200935596f8e28bc94e1bb25e9964ab7d7f63c5e27ac87b810ac3b33a"),
+    }),
+}
+
+
+def extract_from_wheel(wheel: Path, files: dict[str, tuple[str, str]], dest: Path) -> None:
+    """Copy `files` out of a wheel into `dest`, each checked against its SHA-256."""
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(wheel) as archive:
+        extracted = {}
+        for name, (member, sha256) in files.items():
+            try:
+                data = archive.read(member)
+            except KeyError:
+                raise FetchError(f"{wheel.name} has no {member}") from None
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != sha256:
+                raise FetchError(f"{member} in {wheel.name} has SHA-256 {digest[:12]}..., "
+                                 f"expected {sha256[:12]}...")
+            extracted[name] = Path(tmp) / name
+            extracted[name].write_bytes(data)
+        _publish(extracted, dest)
+
+
+def fetch_from_wheel(name: str, dest: Path) -> None:
+    requirement, files = WHEEL_FILES[name]
+    if all((dest / f).exists() for f in files):
+        log.info("%s: already in %s", name, dest)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        log.info("%s: pip download %s", name, requirement)
+        got = _run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                    "--only-binary=:all:", "--dest", tmp, requirement], Path(tmp))
+        wheels = list(Path(tmp).glob("*.whl"))
+        if got.returncode != 0 or not wheels:
+            last = (got.stderr.strip().splitlines() or ["no wheel written"])[-1]
+            raise FetchError(f"pip download {requirement} failed: {last}")
+        extract_from_wheel(wheels[0], files, dest)
+    log.info("%s: %d files in %s", name, len(files), dest)
+
+
+FETCHERS = {"digits": fetch_digits, "fashion_mnist": fetch_fashion_mnist,
+            **{name: (lambda dest, name=name: fetch_from_wheel(name, dest)) for name in WHEEL_FILES}}
+assert set(FETCHERS) == set(EMBEDDED) - GENERATED, "every embedded dataset with raw data needs a fetcher"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The pictures people look at: learning curves, confusion matrices, the leaderboard."""
+"""The pictures people look at: learning curves, confusion matrices, forecasts, the
+long-term dependency study, the leaderboard."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
@@ -76,6 +78,74 @@ def leaderboard(table: pd.DataFrame, path: Path) -> None:
                 ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
         for j in range(len(columns), rows_per_task * per_row):
             axes[t * rows_per_task + j // per_row][j % per_row].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def forecast(targets: np.ndarray, predictions: np.ndarray, path: Path, steps: int = 400) -> None:
+    """The first `steps` test points, actual and one-step predicted, and the error."""
+    n = min(steps, len(targets))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.plot(targets[:n], label="actual", lw=1.2)
+    top.plot(predictions[:n], label="predicted", lw=1.0, ls="--")
+    top.set_ylabel("value (standardised)")
+    top.legend(loc="upper right")
+    top.grid(alpha=0.3)
+    bottom.plot(predictions[:n] - targets[:n], color="tab:red", lw=0.8)
+    bottom.set_ylabel("error")
+    bottom.set_xlabel("test step")
+    bottom.grid(alpha=0.3)
+    rmse = np.sqrt(np.mean((predictions - targets) ** 2))
+    top.set_title(f"one-step forecast (NRMSE {rmse / np.std(targets):.4f} over {len(targets)} steps)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def predicted_vs_actual(targets: np.ndarray, predictions: np.ndarray, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(targets, predictions, s=4, alpha=0.5)
+    low, high = float(min(targets.min(), predictions.min())), float(max(targets.max(), predictions.max()))
+    ax.plot([low, high], [low, high], color="black", lw=0.8, label="y = x")
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.set_title(f"test MSE {np.mean((predictions - targets) ** 2):.4g}")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def mse_vs_length(results: pd.DataFrame, baseline: float, path: Path) -> None:
+    """The long-term dependency study: test MSE against T, one line per cell and clipping
+    setting (solid: clipped, dashed: not), the no-memory baseline drawn across."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if results.empty:
+        ax.text(0.5, 0.5, "no study in params.yaml", ha="center", va="center")
+        ax.axis("off")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    colours = dict(zip(sorted(results["cell"].unique()), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for (cell, clip), group in results.groupby(["cell", results["clipnorm"].fillna(0.0)], sort=True):
+        group = group.sort_values("length")
+        label = f"{cell}, " + (f"clipnorm {clip:g}" if clip else "no clipping")
+        ax.plot(group["length"], group["test_mse"], marker="o", color=colours[cell],
+                ls="-" if clip else "--", label=label)
+    ax.axhline(baseline, color="black", lw=1, ls=":", label=f"no memory: 1/6 = {baseline:.3f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(results["length"].unique()))
+    ax.get_xaxis().set_major_formatter(ScalarFormatter())
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length T")
+    ax.set_ylabel("test MSE")
+    updates = int(results["updates"].iloc[0])
+    ax.set_title(f"adding problem: test MSE after {updates:,} updates")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -17,7 +17,7 @@ import logging
 import mlflow
 import pandas as pd
 
-from pipelines import config, datasets, paths, plots, runtime, tasks, tracking
+from pipelines import config, datasets, paths, plots, runtime, study, tasks, tracking
 
 log = logging.getLogger("archlab.report")
 NA = float("nan")
@@ -44,8 +44,7 @@ def table(params: config.Params) -> pd.DataFrame:
         evaluation = _read(paths.eval_dir(name) / "metrics.json")
         exported = _read(paths.export_dir(name) / "metrics.json")
         trained = _read(paths.train_dir(name) / "metrics.json")
-        task = tasks.get(datasets.static_task(exp.dataset) or
-                         datasets.task_of(datasets.builder(exp.dataset).info))
+        task = tasks.get(datasets.task(exp.dataset))
         trained.update(_timings(paths.train_dir(name)))
         exported.update(_timings(paths.export_dir(name)))
         metric = f"test_{task.headline}"
@@ -53,7 +52,10 @@ def table(params: config.Params) -> pd.DataFrame:
                "architecture": exp.architecture, "metric": metric, "headline": evaluation[metric],
                "test_loss": evaluation.get("test_loss"), "parameters": trained["num_parameters"],
                "epochs": trained["epochs_run"], "train_seconds": trained.get("train_seconds", NA),
-               "keras_latency_ms": exported.get("keras_latency_ms", NA)}
+               "keras_latency_ms": exported.get("keras_latency_ms", NA),
+               "higher_is_better": task.higher_is_better,
+               "baseline": next((v for k, v in evaluation.items() if k.startswith("baseline_")), NA),
+               "baseline_name": next((k for k in evaluation if k.startswith("baseline_")), "")}
         for variant in config.VARIANTS:
             prefix = f"tflite_{variant}"
             if f"{prefix}_size_bytes" in exported:
@@ -67,7 +69,9 @@ def table(params: config.Params) -> pd.DataFrame:
         for column in ("size_kb", "latency_ms", "max_abs_diff", "delta"):
             if f"{variant}_{column}" not in frame:
                 frame[f"{variant}_{column}"] = float("nan")
-    return frame.sort_values(["task", "headline"], ascending=[True, False]).reset_index(drop=True)
+    # Best first within each task: descending for accuracies, ascending for errors.
+    frame["_rank"] = frame["headline"].where(~frame["higher_is_better"].astype(bool), -frame["headline"])
+    return frame.sort_values(["task", "_rank"]).drop(columns="_rank").reset_index(drop=True)
 
 
 def _fmt(spec: str):
@@ -82,6 +86,10 @@ def markdown(frame: pd.DataFrame) -> str:
         view = pd.DataFrame({
             "experiment": group["experiment"], "architecture": group["architecture"],
             metric: group["headline"].map("{:.4f}".format),
+        })
+        if group["baseline"].notna().any():
+            view[group["baseline_name"].iloc[0]] = group["baseline"].map(_fmt("{:.4f}"))
+        view = view.assign(**{
             "params": group["parameters"], "epochs": group["epochs"],
             "train s": group["train_seconds"].map(_fmt("{:.0f}")),
         })
@@ -100,7 +108,7 @@ def markdown(frame: pd.DataFrame) -> str:
 
 # Reproducible columns: the DVC metrics file of the report (the leaderboard files also show
 # timings, which differ per run, so they are kept out of DVC).
-SUMMARY_COLUMNS = ["task", "architecture", "metric", "headline", "parameters", "epochs",
+SUMMARY_COLUMNS = ["task", "architecture", "metric", "headline", "baseline", "parameters", "epochs",
                    *(f"{v}_{c}" for v in config.VARIANTS for c in ("size_kb", "max_abs_diff", "delta"))]
 
 
@@ -112,18 +120,30 @@ def summary(frame: pd.DataFrame) -> dict:
     return doc
 
 
+def study_section(params: config.Params) -> str:
+    """The long-term dependency study's table and figure, if params.yaml has a study."""
+    results = paths.STUDY / study.RESULTS
+    if params.study is None or not results.exists():
+        return ""
+    return "\n".join(["## Long-term dependencies: the adding problem", "",
+                      study.markdown(pd.read_csv(results)), "",
+                      f"![test MSE against T](../study/{study.FIGURE})", ""])
+
+
 def report(params: config.Params) -> pd.DataFrame:
     frame = table(params)
     with runtime.atomic_dir(paths.REPORT) as out:
         runtime.write_json(out / "summary.json", summary(frame))
         frame.to_csv(out / "leaderboard.csv", index=False)
-        (out / "leaderboard.md").write_text(markdown(frame))
+        (out / "leaderboard.md").write_text(markdown(frame) + study_section(params))
         plots.leaderboard(frame, out / "leaderboard.png")
         tracking.configure()
         with mlflow.start_run(experiment_id=tracking.experiment_id("leaderboard"), run_name="report",
                               tags=tracking.run_tags("report", "all", "all", "all", "report")):
             for file in ("leaderboard.md", "leaderboard.csv", "leaderboard.png"):
                 mlflow.log_artifact(str(out / file))
+            if (paths.STUDY / study.FIGURE).exists() and params.study is not None:
+                mlflow.log_artifact(str(paths.STUDY / study.FIGURE))
     log.info("leaderboard of %d experiments in %s", len(frame), paths.REPORT)
     return frame
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import keras
@@ -22,14 +23,29 @@ class Context:
     experiment: config.Experiment
     splits: datasets.Splits
     task: tasks.Task
+    root: Path                            # <root>/train, <root>/eval, <root>/export
+    mlflow_experiment: str | None = None  # default: <task>/<dataset>
+
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
 
 
 def open_experiment(name: str, params: config.Params) -> Context:
-    """Look the experiment up, seed everything, load its dataset and task."""
-    exp = config.experiment(params, name)
+    """Look the experiment up in params.yaml, seed everything, load its dataset and task."""
+    return context(name, config.experiment(params, name), paths.EXPERIMENTS / name)
+
+
+def context(name: str, exp: config.Experiment, root: Path, *, data_dir: Path | None = None,
+            mlflow_experiment: str | None = None) -> Context:
+    """Seed everything and load the dataset and task of any experiment (also the study's)."""
     runtime.setup(exp.seed)
-    splits = datasets.load(exp.dataset, exp.training.validation_percent)
-    return Context(name, exp, splits, tasks.get(splits.task))
+    splits = datasets.load(exp.dataset, exp.training.validation_percent, data_dir)
+    return Context(name, exp, splits, tasks.get(splits.task), root, mlflow_experiment)
 
 
 def trained_model(name: str) -> keras.Model:
@@ -45,8 +61,9 @@ def mlflow_run(context: Context, stage: str, run_dir=None):
     exp = context.experiment
     tags = tracking.run_tags(context.name, exp.architecture, exp.dataset, context.task.name,
                              f"{stage}@{context.name}")
-    return tracking.start(run_dir or paths.train_dir(context.name), run_name=context.name, tags=tags,
-                          mlflow_experiment=tracking.experiment_name(context.task.name, exp.dataset))
+    return tracking.start(run_dir or context.train_dir, run_name=context.name, tags=tags,
+                          mlflow_experiment=context.mlflow_experiment or
+                          tracking.experiment_name(context.task.name, exp.dataset))
 
 
 def cli(run: Callable[[str, config.Params], object], description: str) -> None:

@@ -1,8 +1,15 @@
 """Tasks: what a dataset asks of a model, shared by every architecture that does it.
 
-A task fixes the input scaling, the loss, the Keras metrics, the headline test
-metric (the same MLflow name for every architecture: `test_accuracy`, ...), how a
-model's outputs are scored, and the task's plots.
+A task fixes the input scaling, the model's output (softmax over classes, linear, or
+one softmax per step), the loss, the Keras metrics, the headline test metric (the same
+MLflow name for every architecture on the task), how outputs are scored, the baselines
+that need no model, and the task's plots.
+
+    image_classification     images -> class              test_accuracy
+    sequence_classification  padded sequences -> class    test_accuracy
+    forecasting              window -> next value         test_nrmse, baseline_nrmse (persistence)
+    sequence_regression      sequence -> real value       test_mse, baseline_mse (best constant)
+    sequence_tagging         sequence -> class per step   test_symbol_accuracy (non-blank steps)
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from models.registry import Head
 from pipelines import plots
 
 
@@ -23,16 +31,37 @@ class Task:
     name: str
     loss: str
     metrics: tuple[str, ...]
-    headline: str               # Keras metric name; logged as test_<headline>
+    headline: str               # logged as test_<headline>: accuracy, nrmse, mse, ...
     higher_is_better: bool
-    preprocess: Callable        # (features, label) -> (inputs, target), in tf.data
+    preprocess: Callable        # (input, target) -> (model input, target), in tf.data
+    head: Callable              # (Splits) -> Head: the model's output for this task
     score: Callable             # (outputs: np.ndarray, targets: np.ndarray) -> headline value
     plot: Callable              # (outputs, targets, class_names, out_dir) -> list of files
     table: Callable             # (outputs, targets, class_names) -> per-example DataFrame
+    baselines: Callable = lambda inputs, targets: {}  # reference scores that need no model
+
+    def input_shape(self, splits) -> tuple[int, ...]:
+        return tuple(splits.input_feature.shape)
 
 
 def _scale_image(image, label):
     return tf.cast(image, tf.float32) / 255.0, label
+
+
+def _as_float(sequence, target):
+    return tf.cast(sequence, tf.float32), target
+
+
+def _softmax(splits) -> Head:
+    return Head(len(splits.class_names))
+
+
+def _softmax_per_step(splits) -> Head:
+    return Head(len(splits.class_names), per_step=True)
+
+
+def _linear(splits) -> Head:
+    return Head(1, activation="linear")
 
 
 def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
@@ -50,18 +79,85 @@ def _classification_table(outputs, targets, class_names) -> pd.DataFrame:
     return pd.DataFrame({"actual": names[targets], "predicted": names[outputs.argmax(axis=-1)]})
 
 
+def _mse(outputs: np.ndarray, targets: np.ndarray) -> float:
+    return float(np.mean((outputs.reshape(targets.shape) - targets) ** 2))
+
+
+def nrmse(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """Root-mean-square error over the targets' standard deviation (1 = predicting the mean)."""
+    return float(np.sqrt(_mse(outputs, targets)) / np.std(targets))
+
+
+def _persistence(inputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Forecast the next point as the last one seen."""
+    return {"baseline_nrmse": nrmse(inputs[:, -1, 0], targets)}
+
+
+def _constant(inputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """The best prediction without memory of the input: the targets' mean (adding: 1/6)."""
+    return {"baseline_mse": _mse(np.full(targets.shape, targets.mean()), targets)}
+
+
+def _regression_table(outputs, targets, class_names) -> pd.DataFrame:
+    return pd.DataFrame({"actual": targets, "predicted": outputs.reshape(targets.shape)})
+
+
+def _forecast_plots(outputs, targets, class_names, out_dir: Path) -> list[Path]:
+    path = out_dir / "forecast.png"
+    plots.forecast(targets, outputs.reshape(targets.shape), path)
+    return [path]
+
+
+def _regression_plots(outputs, targets, class_names, out_dir: Path) -> list[Path]:
+    path = out_dir / "predicted_vs_actual.png"
+    plots.predicted_vs_actual(targets, outputs.reshape(targets.shape), path)
+    return [path]
+
+
+def _symbol_accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """Accuracy at the steps whose target is a symbol (class 0, blank, is the filler)."""
+    symbols = targets != 0
+    return float(np.mean(outputs.argmax(axis=-1)[symbols] == targets[symbols]))
+
+
+def _guess_symbol(inputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Always answering the most frequent symbol."""
+    counts = np.bincount(targets[targets != 0])
+    return {"baseline_symbol_accuracy": float(counts.max() / counts.sum())}
+
+
+def _tagging_table(outputs, targets, class_names) -> pd.DataFrame:
+    names = np.asarray(class_names)
+    predicted = outputs.argmax(axis=-1)
+    symbols = targets != 0
+    return pd.DataFrame({"actual": [" ".join(names[t[m]]) for t, m in zip(targets, symbols)],
+                         "predicted": [" ".join(names[p[m]]) for p, m in zip(predicted, symbols)]})
+
+
+def _no_plots(outputs, targets, class_names, out_dir: Path) -> list[Path]:
+    return []
+
+
+_CLASSIFICATION = dict(loss="sparse_categorical_crossentropy", metrics=("accuracy",),
+                       headline="accuracy", higher_is_better=True, head=_softmax,
+                       score=_accuracy, plot=_classification_plots, table=_classification_table)
+
 TASKS = {
-    "image_classification": Task(
-        name="image_classification",
-        loss="sparse_categorical_crossentropy",
-        metrics=("accuracy",),
-        headline="accuracy",
-        higher_is_better=True,
-        preprocess=_scale_image,
-        score=_accuracy,
-        plot=_classification_plots,
-        table=_classification_table,
-    ),
+    "image_classification": Task(name="image_classification", preprocess=_scale_image, **_CLASSIFICATION),
+    "sequence_classification": Task(name="sequence_classification", preprocess=_as_float,
+                                    **_CLASSIFICATION),
+    "forecasting": Task(name="forecasting", loss="mse", metrics=("mae",), headline="nrmse",
+                        higher_is_better=False, preprocess=_as_float, head=_linear, score=nrmse,
+                        plot=_forecast_plots, table=_regression_table, baselines=_persistence),
+    "sequence_regression": Task(name="sequence_regression", loss="mse", metrics=("mae",),
+                                headline="mse", higher_is_better=False, preprocess=_as_float,
+                                head=_linear, score=_mse, plot=_regression_plots,
+                                table=_regression_table, baselines=_constant),
+    "sequence_tagging": Task(name="sequence_tagging", loss="sparse_categorical_crossentropy",
+                             metrics=("accuracy",), headline="symbol_accuracy",
+                             higher_is_better=True, preprocess=_as_float, head=_softmax_per_step,
+                             score=_symbol_accuracy, plot=_no_plots, table=_tagging_table,
+                             baselines=_guess_symbol),
 }
 
 
@@ -73,11 +169,13 @@ def get(name: str) -> Task:
 
 
 def batches(ds: tf.data.Dataset, task: Task, batch_size: int, *, shuffle_buffer: int = 0,
-            seed: int = 0) -> tf.data.Dataset:
-    """The tf.data pipeline: preprocess, cache, (shuffle), batch, prefetch."""
+            seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+    """The tf.data pipeline: preprocess, cache, (shuffle), (repeat), batch, prefetch."""
     ds = ds.map(task.preprocess, num_parallel_calls=tf.data.AUTOTUNE).cache()
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -49,11 +49,17 @@ def make_optimizer(training: config.Training, steps_per_epoch: int) -> keras.opt
 def compile_model(model: keras.Model, task: tasks.Task, training: config.Training,
                   steps_per_epoch: int) -> None:
     model.compile(optimizer=make_optimizer(training, steps_per_epoch), loss=task.loss,
-                  metrics=list(task.metrics))
+                  metrics=list(task.metrics), jit_compile=training.jit_compile,
+                  steps_per_execution=training.steps_per_execution)
 
 
-def train(name: str, params: config.Params) -> None:
-    context = stage.open_experiment(name, params)
+def train(name: str, params: config.Params) -> dict[str, float]:
+    return fit(stage.open_experiment(name, params))
+
+
+def fit(context: stage.Context) -> dict[str, float]:
+    """Train the context's experiment into `context.train_dir`; its metrics."""
+    name = context.name
     exp, splits, task = context.experiment, context.splits, context.task
     arch = models.get(exp.architecture)
     if task.name not in arch.tasks:
@@ -65,16 +71,17 @@ def train(name: str, params: config.Params) -> None:
     train_examples = int(train_split.cardinality())
     if train_examples < 0:  # unknown (e.g. a mocked catalog dataset): count once
         train_examples = sum(1 for _ in train_split)
-    train_ds = tasks.batches(train_split, task, training.batch_size,
-                             shuffle_buffer=training.shuffle_buffer, seed=exp.seed)
+    train_ds = tasks.batches(train_split, task, training.batch_size, shuffle_buffer=training.shuffle_buffer,
+                             seed=exp.seed, repeat=training.steps_per_epoch is not None)
     val_ds = tasks.batches(splits.validation, task, training.batch_size)
+    steps_per_epoch = training.steps_per_epoch or math.ceil(train_examples / training.batch_size)
 
-    model = models.build(exp.architecture, splits.input_shape, len(splits.class_names),
+    model = models.build(exp.architecture, task.input_shape(splits), task.head(splits),
                          config.hyperparameters(exp))
-    compile_model(model, task, training, steps_per_epoch=math.ceil(train_examples / training.batch_size))
+    compile_model(model, task, training, steps_per_epoch)
     model.summary(print_fn=log.info)
 
-    with runtime.atomic_dir(paths.train_dir(name)) as out:
+    with runtime.atomic_dir(context.train_dir) as out:
         (out / "checkpoints").mkdir()
         callbacks = [
             keras.callbacks.TerminateOnNaN(),
@@ -92,7 +99,7 @@ def train(name: str, params: config.Params) -> None:
                                "train_examples": train_examples})
             started = time.perf_counter()
             history = model.fit(train_ds, validation_data=val_ds, epochs=training.epochs,
-                                callbacks=[*callbacks, MlflowCallback()], shuffle=False,  # tf.data shuffles
+                                steps_per_epoch=training.steps_per_epoch, callbacks=[*callbacks, MlflowCallback()], shuffle=False,  # tf.data shuffles
                                 verbose=2 if _quiet() else 1)
             seconds = time.perf_counter() - started
             losses = history.history.get("loss", [])
@@ -116,6 +123,7 @@ def train(name: str, params: config.Params) -> None:
             example = next(iter(val_ds.take(1)))[0].numpy()[:2]
             tracking.log_keras_model(model, example)
     log.info("trained %s in %.1f s (%d epochs)", name, seconds, len(losses))
+    return {**metrics, **timings}
 
 
 def _quiet() -> bool:

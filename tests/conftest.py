@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from pipelines import config, datasets, fetch, paths  # noqa: E402
@@ -32,6 +33,15 @@ TINY_EXPERIMENTS = {
 }
 
 
+# The long-term dependency study in miniature: 4 runs of 3 updates.
+TINY_STUDY = {
+    "cells": ["gru"], "lengths": [4, 6], "clipnorm": [None, 1.0], "seed": 5,
+    "hyperparameters": {"units": 4, "masking": False},
+    "training": {"epochs": 1, "steps_per_epoch": 3, "batch_size": 16, "learning_rate": 0.01,
+                 "early_stopping_patience": 0},
+}
+
+
 def tiny_params(**overrides) -> dict:
     """A params document for digits; `overrides` replace whole experiments."""
     import copy
@@ -49,9 +59,40 @@ def raw_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tfds_dir(tmp_path_factory, raw_dir):
+def sequence_raw_dir(tmp_path_factory):
+    """Japanese-Vowels-like `.ts` files and a laser-like series, small and learnable."""
+    root = tmp_path_factory.mktemp("sequence_raw")
+    write_ts(root / "japanese_vowels" / "JapaneseVowels_TRAIN.ts", per_speaker=4, seed=1)
+    write_ts(root / "japanese_vowels" / "JapaneseVowels_TEST.ts", per_speaker=2, seed=2)
+    (root / "santafe_laser").mkdir()
+    t = np.arange(700)
+    series = 100 + 60 * np.sin(2 * np.pi * t / 9) * (1 + 0.3 * np.sin(2 * np.pi * t / 170))
+    np.save(root / "santafe_laser" / "santafe_laser.npy", np.round(series).astype(np.int64)[:, None])
+    return root
+
+
+def write_ts(path, per_speaker: int, seed: int, speakers: int = 9) -> None:
+    """A `.ts` file as aeon ships it: 12 channels of 7-29 steps, label 1..9 last; each
+    speaker's channels sit at their own level, so the speakers can be told apart."""
+    rng = np.random.default_rng(seed)
+    lines = ["#synthetic", "@problemName JapaneseVowels", "@dimensions 12", "@equalLength false",
+             "@classLabel true 1 2 3 4 5 6 7 8 9", "@data"]
+    for speaker in range(1, speakers + 1):
+        for _ in range(per_speaker):
+            steps = int(rng.integers(7, 30))
+            values = speaker / 3 + 0.1 * rng.standard_normal((12, steps))
+            lines.append(":".join(",".join(f"{v:.6f}" for v in channel) for channel in values)
+                         + f":{speaker}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory, raw_dir, sequence_raw_dir):
     root = tmp_path_factory.mktemp("tfds")
     datasets.prepare("digits", data_dir=root, raw_dir=raw_dir)
+    for name in ("japanese_vowels", "santafe_laser"):
+        datasets.prepare(name, data_dir=root, raw_dir=sequence_raw_dir)
     return root
 
 
@@ -61,6 +102,8 @@ def workspace(tmp_path, tfds_dir, monkeypatch):
     monkeypatch.setattr(paths, "TFDS_DIR", tfds_dir)
     monkeypatch.setattr(paths, "EXPERIMENTS", tmp_path / "experiments")
     monkeypatch.setattr(paths, "REPORT", tmp_path / "report")
+    monkeypatch.setattr(paths, "STUDY", tmp_path / "study")
+    monkeypatch.setattr(paths, "STUDY_DATA", tmp_path / "study_tfds")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     # with a user-set tracking URI MLflow puts artifacts in ./mlruns: keep them in tmp_path
     monkeypatch.chdir(tmp_path)

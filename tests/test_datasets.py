@@ -81,7 +81,7 @@ def test_missing_raw_data_names_the_file(tmp_path):
 
 def test_digits_builder(tfds_dir):
     splits = datasets.load("digits", validation_percent=20, data_dir=tfds_dir)
-    assert splits.input_shape == (8, 8, 1)
+    assert tasks.get(splits.task).input_shape(splits) == (8, 8, 1)
     assert splits.info.splits["train"].num_examples + splits.info.splits["test"].num_examples == 1797
     assert splits.info.splits["test"].num_examples == 359
     image, label = next(iter(splits.test))
@@ -101,7 +101,7 @@ def test_catalog_path_under_mock_data(name, tmp_path):
     with tfds.testing.mock_data(num_examples=16):
         splits = datasets.load(name, validation_percent=10, data_dir=tmp_path)
         assert splits.task == "image_classification"
-        assert splits.input_shape == (28, 28, 1)
+        assert tasks.get(splits.task).input_shape(splits) == (28, 28, 1)
         assert len(splits.class_names) == 10
         x, y = tasks.arrays(splits.test, tasks.get(splits.task))
     assert x.shape[1:] == (28, 28, 1) and x.dtype == np.float32 and y.shape == (len(x),)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipelines import fetch, paths
-from tests.conftest import tiny_params
+from tests.conftest import TINY_STUDY, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def repo(tmp_path_factory) -> Path:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(paths.ROOT / name, repo / name)
     fetch.fetch_digits(repo / "data" / "digits")
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump({**tiny_params(), "study": TINY_STUDY}, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "commit", "--force", "--quiet", "data.dvc")
@@ -57,7 +57,10 @@ def test_repro_writes_every_stage_output(repo):
         assert (base / "train" / "model.keras").exists()
         assert json.loads((base / "eval" / "metrics.json").read_text())["test_accuracy"] > 0.3
         assert (base / "export" / "tflite" / "int8.tflite").exists()
-    assert "| mlp " in (repo / "outputs" / "report" / "leaderboard.md").read_text()
+    leaderboard = (repo / "outputs" / "report" / "leaderboard.md").read_text()
+    assert "| mlp " in leaderboard and "Long-term dependencies" in leaderboard
+    results = (repo / "outputs" / "study" / "results.csv").read_text().splitlines()
+    assert len(results) == 1 + 4 and (repo / "outputs" / "study" / "mse_vs_length.png").exists()
     assert not sh(repo, "git", "status", "--porcelain").stdout.strip()
 
 
@@ -75,7 +78,7 @@ def test_rerun_from_scratch_reproduces_dvc_lock(repo):
     shutil.rmtree(repo / "outputs")
     shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
     ran = _ran(sh(repo, "dvc", "repro").stdout)
-    assert ran == {"prepare", "report"} | {f"{s}@{e}" for s in ("train", "evaluate", "export")
+    assert ran == {"prepare", "study_data", "study", "report"} | {f"{s}@{e}" for s in ("train", "evaluate", "export")
                                             for e in ("mlp", "cnn")}
     assert (repo / "outputs" / "report" / "leaderboard.md").exists()
     assert (repo / "dvc.lock").read_text() == before
@@ -109,8 +112,9 @@ def test_metrics_and_plots_commands(repo):
     flat = json.dumps(metrics)
     assert "test_accuracy" in flat and "tflite_int8_size_bytes" in flat and "best_val_loss" in flat
     assert "summary.json" in flat and "int8_size_kb" in flat
+    assert "gru_t6_clip1" in flat and "test_mse" in flat
     plots = sh(repo, "dvc", "plots", "show", "--json").stdout
-    assert "history.csv" in plots and "predictions.csv" in plots
+    assert "history.csv" in plots and "confusion_matrix.png" in plots and "mse_vs_length.png" in plots
 
 
 def test_dvc_experiments(repo):

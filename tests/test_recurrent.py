@@ -19,7 +19,22 @@ def sequences(n=4, steps=12, features=5, seed=0):
 
 def test_every_cell_and_direction_is_registered():
     assert set(NAMES) <= set(models.names())
-    assert models.get("bi_lstm").tasks == ("sequence_classification",)
+    assert set(models.get("bi_lstm").tasks) == {"sequence_classification", "forecasting",
+                                                "sequence_regression", "sequence_tagging"}
+
+
+@pytest.mark.parametrize("name", ["lstm", "bi_gru"])
+def test_per_step_head_gives_one_output_per_step(name):
+    model = models.build(name, (7, 5), models.registry.Head(5, per_step=True), {"layers": 2})
+    probabilities = model.predict(sequences()[:, :7], verbose=0)
+    assert probabilities.shape == (4, 7, 5)
+    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+def test_linear_head_regresses():
+    model = models.build("gru", (9, 1), models.registry.Head(1, activation="linear"), {"masking": False})
+    assert model.get_layer("outputs").get_config()["activation"] == "linear"
+    assert model.output_shape == (None, 1)
 
 
 @pytest.mark.parametrize("name", NAMES)

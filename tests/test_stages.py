@@ -49,7 +49,7 @@ def test_evaluate_reports_shared_metric_names(trained):
     predictions = pd.read_csv(out / "predictions.csv")
     assert len(predictions) == 359
     assert np.mean(predictions["actual"] == predictions["predicted"]) == pytest.approx(metrics["test_accuracy"])
-    assert (out / "confusion_matrix.png").stat().st_size > 1000
+    assert (out / "plots" / "confusion_matrix.png").stat().st_size > 1000
 
 
 def test_same_seed_gives_identical_results(workspace, params):

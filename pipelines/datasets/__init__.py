@@ -1,10 +1,17 @@
 """Datasets by name: the embedded TFDS builders of ours, or any TFDS catalog dataset.
 
-A dataset name in `params.yaml` is either an embedded one (`digits`,
-`fashion_mnist`: built offline from `data/<name>/`) or `tfds/<catalog name>`
-(`tfds/fashion_mnist`, `tfds/mnist`, ...: downloaded by TFDS, online machines only).
+A dataset name in `params.yaml` is one of
+
+- an embedded dataset built offline from `data/<name>/` (`make data` fetches it):
+  `digits`, `fashion_mnist`, `japanese_vowels`, `santafe_laser`;
+- a generated one with its sequence length T as the config: `adding_problem/t100`,
+  `copy_task/t50` (any T >= 2);
+- `tfds/<catalog name>` (`tfds/fashion_mnist`, `tfds/mnist`, ...: downloaded by TFDS,
+  online machines only).
+
 Everything downstream sees the same thing: TFDS splits as `tf.data` datasets of
-`(features, label)` pairs and the dataset's `tfds.core.DatasetInfo`.
+`(input, target)` pairs (the dataset's supervised keys), its `tfds.core.DatasetInfo`
+and its archlab task.
 """
 
 from __future__ import annotations
@@ -17,45 +24,81 @@ import tensorflow_datasets as tfds
 
 from pipelines import paths
 from pipelines.datasets.builders import ArchlabDigits, ArchlabFashionMnist, RawDataError
+from pipelines.datasets.sequences import (ArchlabAddingProblem, ArchlabCopyTask, ArchlabJapaneseVowels,
+                                          ArchlabSantaFeLaser, length_config)
 
 CATALOG_PREFIX = "tfds/"
 EMBEDDED: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "digits": ArchlabDigits,
     "fashion_mnist": ArchlabFashionMnist,
+    "japanese_vowels": ArchlabJapaneseVowels,
+    "santafe_laser": ArchlabSantaFeLaser,
+    "adding_problem": ArchlabAddingProblem,
+    "copy_task": ArchlabCopyTask,
 }
+GENERATED = {"adding_problem", "copy_task"}   # no raw data; T is the config: adding_problem/t100
 
-__all__ = ["CATALOG_PREFIX", "EMBEDDED", "RawDataError", "Splits", "builder", "check_name",
-           "load", "prepare", "static_task", "task_of"]
+__all__ = ["CATALOG_PREFIX", "EMBEDDED", "GENERATED", "RawDataError", "Splits", "builder",
+           "check_name", "load", "prepare", "static_task", "task", "task_of"]
+
+
+def _embedded(name: str) -> tuple[str, str | None] | None:
+    """(builder name, config) of an embedded or generated dataset name, else None."""
+    base, _, config = name.partition("/")
+    if base not in EMBEDDED or name.startswith(CATALOG_PREFIX):
+        return None
+    if base in GENERATED:
+        if not config:
+            raise ValueError(f"dataset {name!r} needs its sequence length: {base}/t<T>, e.g. {base}/t100")
+        try:
+            length_config(config, EMBEDDED[base].BUILDER_CONFIGS[0])
+        except ValueError as e:
+            raise ValueError(f"dataset {name!r}: {e}") from None
+        return base, config
+    return (base, None) if not config else None
 
 
 def check_name(name: str) -> None:
     """Raise a ValueError naming the allowed values if `name` is no dataset name."""
-    if name in EMBEDDED:
+    if _embedded(name) is not None:
         return
     if name.startswith(CATALOG_PREFIX) and len(name) > len(CATALOG_PREFIX):
         return
-    raise ValueError(f"unknown dataset {name!r}; embedded: {', '.join(sorted(EMBEDDED))}, "
+    embedded = sorted(n + "/t<T>" if n in GENERATED else n for n in EMBEDDED)
+    raise ValueError(f"unknown dataset {name!r}; embedded: {', '.join(embedded)}, "
                      f"or a TFDS catalog name as '{CATALOG_PREFIX}<name>'")
 
 
 def builder(name: str, data_dir: Path | None = None) -> tfds.core.DatasetBuilder:
     check_name(name)
-    data_dir = data_dir or paths.TFDS_DIR
-    if name in EMBEDDED:
-        return EMBEDDED[name](data_dir=str(data_dir))
-    return tfds.builder(name[len(CATALOG_PREFIX):], data_dir=str(data_dir))
+    data_dir = str(data_dir or paths.TFDS_DIR)
+    embedded = _embedded(name)
+    if embedded is None:
+        return tfds.builder(name[len(CATALOG_PREFIX):], data_dir=data_dir)
+    base, config = embedded
+    cls = EMBEDDED[base]
+    if config is None:
+        return cls(data_dir=data_dir)
+    listed = {c.name: c for c in cls.BUILDER_CONFIGS}
+    return cls(config=listed.get(config) or length_config(config, cls.BUILDER_CONFIGS[0]),
+               data_dir=data_dir)
 
 
 def prepare(name: str, data_dir: Path | None = None, raw_dir: Path | None = None) -> None:
-    """Build the TFDS dataset: from `raw_dir/<name>/` if embedded, by download if catalog."""
+    """Build the TFDS dataset: from `raw_dir/<name>/` if embedded, generated from its
+    seed, or by download if catalog."""
     b = builder(name, data_dir)
-    if name not in EMBEDDED:
+    embedded = _embedded(name)
+    if embedded is None:
         b.download_and_prepare()
         return
-    manual = (raw_dir or paths.DATA) / name
-    if not manual.is_dir() or not any(manual.iterdir()):
-        raise RawDataError(f"missing raw data for {name!r} in {manual}; run `make data`")
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    if embedded[0] in GENERATED:
+        b.download_and_prepare()
+    else:
+        manual = (raw_dir or paths.DATA) / name
+        if not manual.is_dir() or not any(manual.iterdir()):
+            raise RawDataError(f"missing raw data for {name!r} in {manual}; run `make data`")
+        b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
     canonicalise_records(Path(b.data_dir))
 
 
@@ -77,45 +120,52 @@ def canonicalise_records(folder: Path) -> None:
 
 def static_task(name: str) -> str | None:
     """The task of an embedded dataset, known without loading it (None for catalog names)."""
-    return EMBEDDED[name].ARCHLAB_TASK if name in EMBEDDED else None
+    embedded = _embedded(name)
+    return EMBEDDED[embedded[0]].ARCHLAB_TASK if embedded else None
 
 
 def task_of(info: tfds.core.DatasetInfo) -> str:
-    """The archlab task a dataset's features imply."""
+    """The archlab task of a catalog dataset, from its features."""
     features = info.features
     if "image" in features and "label" in features and \
             isinstance(features["label"], tfds.features.ClassLabel):
         return "image_classification"
     raise ValueError(f"dataset {info.name!r} has features {sorted(features.keys())}; "
-                     "archlab handles image + label (image_classification)")
+                     "archlab handles catalog datasets of image + label (image_classification)")
+
+
+def task(name: str) -> str:
+    """The archlab task of any dataset name (catalog ones are looked up in TFDS)."""
+    return static_task(name) or task_of(builder(name).info)
 
 
 @dataclass
 class Splits:
-    """Train / validation / test as `(image, label)` datasets, plus what describes them."""
+    """Train / validation / test as `(input, target)` datasets, plus what describes them."""
 
     train: tf.data.Dataset
     validation: tf.data.Dataset
     test: tf.data.Dataset
     info: tfds.core.DatasetInfo
+    task: str
 
     @property
-    def task(self) -> str:
-        return task_of(self.info)
+    def input_feature(self) -> tfds.features.FeatureConnector:
+        return self.info.features[self.info.supervised_keys[0]]
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.info.features["image"].shape)
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.info.features["label"].names)
+    def class_names(self) -> list[str] | None:
+        """The target's class names (per step for sequence targets); None for real targets."""
+        target = self.info.features[self.info.supervised_keys[1]]
+        if isinstance(target, tfds.features.Sequence):
+            target = target.feature
+        return list(target.names) if isinstance(target, tfds.features.ClassLabel) else None
 
 
 def load(name: str, validation_percent: int, data_dir: Path | None = None) -> Splits:
     """Load a prepared dataset; the validation split is the tail of the training split."""
     b = builder(name, data_dir)
-    if name not in EMBEDDED:
+    if _embedded(name) is None:
         b.download_and_prepare()
     elif not Path(b.data_dir).exists():
         raise FileNotFoundError(f"dataset {name!r} is not prepared in {b.data_dir}; "
@@ -124,4 +174,4 @@ def load(name: str, validation_percent: int, data_dir: Path | None = None) -> Sp
     train, validation, test = b.as_dataset(
         split=[f"train[:{keep}%]", f"train[{keep}%:]", "test"],
         as_supervised=True, shuffle_files=False)
-    return Splits(train, validation, test, b.info)
+    return Splits(train, validation, test, b.info, getattr(b, "ARCHLAB_TASK", None) or task_of(b.info))

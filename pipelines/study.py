@@ -1,0 +1,137 @@
+"""DVC stages `study_data` and `study`: the long-term dependency study (course notes,
+"optimisation for long-term dependencies").
+
+    python -m pipelines.study data   # adding_problem/t<T> for every T -> outputs/study_tfds
+    python -m pipelines.study run    # every run -> outputs/study
+
+The adding problem asks for the sum of two values marked somewhere in a sequence of T
+steps, so the answer depends on inputs up to T steps back. Without memory of them the best
+prediction is the mean, 1, with MSE 1/6 (the no-memory baseline). The study trains each
+cell of `study.cells` (simple RNN, LSTM, GRU) at each length of `study.lengths`, once per
+`study.clipnorm` setting (null = no clipping), through the generic train and evaluate
+path, every run with the same number of updates (`epochs` x `steps_per_epoch`), the same
+seed and hyperparameters. Every run is an MLflow run in the MLflow experiment
+`long_term_dependencies`.
+
+Writes `outputs/study/`: `runs/<run>/{train,eval}/` (as for any experiment),
+`results.csv` (one row per run), `metrics.json` (test MSE per run, DVC metrics),
+`mse_vs_length.png` (test MSE against T per cell, with the 1/6 baseline) and
+`study.md` (the table the report and the README show).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from pipelines import config, datasets, evaluate, paths, plots, runtime, stage, train
+
+log = logging.getLogger("archlab.study")
+RESULTS = "results.csv"
+FIGURE = "mse_vs_length.png"
+MLFLOW_EXPERIMENT = "long_term_dependencies"
+NO_MEMORY_MSE = 1 / 6
+COLUMNS = ["run", "cell", "length", "clipnorm", "updates", "test_mse", "baseline_mse", "best_val_loss"]
+
+
+@dataclass(frozen=True)
+class Run:
+    cell: str
+    length: int
+    clipnorm: float | None
+
+    @property
+    def name(self) -> str:
+        clip = f"clip{self.clipnorm:g}".replace(".", "p") if self.clipnorm else "noclip"
+        return f"{self.cell}_t{self.length}_{clip}"
+
+    def experiment(self, study: config.Study) -> config.Experiment:
+        return config.Experiment(
+            architecture=self.cell, dataset=dataset_name(self.length), seed=study.seed,
+            hyperparameters=study.hyperparameters,
+            training=study.training.model_copy(update={"clipnorm": self.clipnorm}), export={})
+
+
+def dataset_name(length: int) -> str:
+    return f"adding_problem/t{length}"
+
+
+def runs(study: config.Study) -> list[Run]:
+    return [Run(cell, length, clip) for cell in study.cells for length in study.lengths
+            for clip in study.clipnorm]
+
+
+def prepare_data(params: config.Params, data_dir: Path | None = None) -> None:
+    """Generate the adding problem at every length of the study."""
+    data_dir = data_dir or paths.STUDY_DATA
+    lengths = params.study.lengths if params.study else []
+    with runtime.atomic_dir(data_dir) as out:
+        for length in lengths:
+            datasets.prepare(dataset_name(length), out)
+    log.info("adding problem for T in %s in %s", lengths, data_dir)
+
+
+def run_study(params: config.Params, data_dir: Path | None = None, out_dir: Path | None = None) -> pd.DataFrame:
+    """Train and score every run; write the results, the figure and the table."""
+    data_dir, out_dir = data_dir or paths.STUDY_DATA, out_dir or paths.STUDY
+    study = params.study
+    todo = runs(study) if study else []
+    rows, timings = [], {}
+    with runtime.atomic_dir(out_dir) as out:
+        (out / "runs").mkdir()
+        for i, run in enumerate(todo, start=1):
+            log.info("study run %d/%d: %s", i, len(todo), run.name)
+            context = stage.context(run.name, run.experiment(study), out / "runs" / run.name,
+                                    data_dir=data_dir, mlflow_experiment=MLFLOW_EXPERIMENT)
+            trained = train.fit(context)
+            scored = evaluate.score(context, keras.models.load_model(context.train_dir / "model.keras"))
+            training = study.training
+            rows.append({"run": run.name, "cell": run.cell, "length": run.length,
+                         "clipnorm": run.clipnorm, "updates": training.epochs * training.steps_per_epoch,
+                         "test_mse": scored["test_mse"], "baseline_mse": scored["baseline_mse"],
+                         "best_val_loss": trained["best_val_loss"]})
+            timings[run.name] = trained["train_seconds"]
+        results = pd.DataFrame(rows, columns=COLUMNS)
+        results.to_csv(out / RESULTS, index=False)
+        runtime.write_json(out / "metrics.json", {r["run"]: {"test_mse": r["test_mse"]} for r in rows})
+        runtime.write_json(out / paths.TIMINGS, {"train_seconds": timings})
+        (out / "study.md").write_text(markdown(results) + "\n")
+        plots.mse_vs_length(results, NO_MEMORY_MSE, out / FIGURE)
+    log.info("study: %d runs in %s", len(rows), out_dir)
+    return results
+
+
+def markdown(results: pd.DataFrame) -> str:
+    """Test MSE per cell and clipping setting (rows) and length T (columns)."""
+    if results.empty:
+        return "No long-term dependency study in params.yaml (`study`)."
+    frame = results.assign(clipping=results["clipnorm"].map(
+        lambda c: "none" if pd.isna(c) else f"clipnorm {c:g}"))
+    table = frame.pivot_table(index=["cell", "clipping"], columns="length", values="test_mse",
+                              sort=True).reset_index()
+    table.columns = ["cell", "clipping", *(f"T = {t}" for t in table.columns[2:])]
+    for column in table.columns[2:]:
+        table[column] = table[column].map("{:.4f}".format)
+    updates = int(results["updates"].iloc[0])
+    return "\n".join([
+        f"Test MSE on the adding problem after {updates:,} updates per run (no-memory baseline "
+        f"1/6 = {NO_MEMORY_MSE:.3f}; below 0.01 the sum is learnt).", "",
+        table.to_markdown(index=False, disable_numparse=True)])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The long-term dependency study.")
+    parser.add_argument("step", choices=["data", "run"],
+                        help="data: generate the adding problem for every T; run: train every run")
+    args = parser.parse_args(argv)
+    step = prepare_data if args.step == "data" else run_study
+    runtime.run_stage(lambda: step(config.load()))
+
+
+if __name__ == "__main__":
+    main()

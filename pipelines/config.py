@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -51,8 +51,6 @@ class Training(Strict):
     # Updates per epoch, the training split repeating as needed (default: one pass over it);
     # epochs x steps_per_epoch is then the number of updates, whatever the dataset size.
     steps_per_epoch: Optional[int] = Field(default=None, ge=1)
-    # XLA compilation of the train step: "auto" is Keras's choice (off on CPU-only machines).
-    jit_compile: Union[bool, Literal["auto"]] = "auto"
     # Train steps per call into TensorFlow: more saves per-step overhead on small models.
     steps_per_execution: int = Field(default=1, ge=1)
 
@@ -104,6 +102,7 @@ class Study(Strict):
     seed: int = Field(ge=0)
     hyperparameters: dict                                         # for every cell
     training: Training
+    workers: int = Field(default=2, ge=1)   # runs side by side, one process and thread each
 
     @field_validator("cells")
     @classmethod

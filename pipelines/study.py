@@ -10,7 +10,8 @@ prediction is the mean, 1, with MSE 1/6 (the no-memory baseline). The study trai
 cell of `study.cells` (simple RNN, LSTM, GRU) at each length of `study.lengths`, once per
 `study.clipnorm` setting (null = no clipping), through the generic train and evaluate
 path, every run with the same number of updates (`epochs` x `steps_per_epoch`), the same
-seed and hyperparameters. Every run is an MLflow run in the MLflow experiment
+seed and hyperparameters. `study.workers` runs train side by side, each in its own
+single-threaded process. Every run is an MLflow run in the MLflow experiment
 `long_term_dependencies`.
 
 Writes `outputs/study/`: `runs/<run>/{train,eval}/` (as for any experiment),
@@ -22,14 +23,19 @@ Writes `outputs/study/`: `runs/<run>/{train,eval}/` (as for any experiment),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import pandas as pd
+from tqdm import tqdm
 
-from pipelines import config, datasets, evaluate, paths, plots, runtime, stage, train
+from pipelines import config, datasets, evaluate, paths, plots, runtime, stage, tracking, train
 
 log = logging.getLogger("archlab.study")
 RESULTS = "results.csv"
@@ -77,33 +83,66 @@ def prepare_data(params: config.Params, data_dir: Path | None = None) -> None:
 
 
 def run_study(params: config.Params, data_dir: Path | None = None, out_dir: Path | None = None) -> pd.DataFrame:
-    """Train and score every run; write the results, the figure and the table."""
+    """Train and score every run (`study.workers` at a time); write the results, the figure
+    and the table."""
     data_dir, out_dir = data_dir or paths.STUDY_DATA, out_dir or paths.STUDY
     study = params.study
     todo = runs(study) if study else []
-    rows, timings = [], {}
+    done: dict[str, tuple[dict, float]] = {}
     with runtime.atomic_dir(out_dir) as out:
         (out / "runs").mkdir()
-        for i, run in enumerate(todo, start=1):
-            log.info("study run %d/%d: %s", i, len(todo), run.name)
-            context = stage.context(run.name, run.experiment(study), out / "runs" / run.name,
-                                    data_dir=data_dir, mlflow_experiment=MLFLOW_EXPERIMENT)
-            trained = train.fit(context)
-            scored = evaluate.score(context, keras.models.load_model(context.train_dir / "model.keras"))
-            training = study.training
-            rows.append({"run": run.name, "cell": run.cell, "length": run.length,
-                         "clipnorm": run.clipnorm, "updates": training.epochs * training.steps_per_epoch,
-                         "test_mse": scored["test_mse"], "baseline_mse": scored["baseline_mse"],
-                         "best_val_loss": trained["best_val_loss"]})
-            timings[run.name] = trained["train_seconds"]
+        if todo:
+            tracking.experiment_id(MLFLOW_EXPERIMENT)   # created once, before the workers start
+            with _workers(min(study.workers, len(todo))) as pool:
+                futures = {pool.submit(_train_and_score, run, study, out / "runs" / run.name, data_dir): run
+                           for run in todo}
+                progress = tqdm(as_completed(futures), total=len(futures), desc="study", unit="run")
+                for future in progress:
+                    done[futures[future].name] = future.result()
+                    progress.set_postfix_str(futures[future].name)
+        rows = [done[run.name][0] for run in todo]
         results = pd.DataFrame(rows, columns=COLUMNS)
         results.to_csv(out / RESULTS, index=False)
         runtime.write_json(out / "metrics.json", {r["run"]: {"test_mse": r["test_mse"]} for r in rows})
-        runtime.write_json(out / paths.TIMINGS, {"train_seconds": timings})
+        runtime.write_json(out / paths.TIMINGS, {"train_seconds": {n: t for n, (_, t) in done.items()}})
         (out / "study.md").write_text(markdown(results) + "\n")
         plots.mse_vs_length(results, NO_MEMORY_MSE, out / FIGURE)
     log.info("study: %d runs in %s", len(rows), out_dir)
     return results
+
+
+@contextlib.contextmanager
+def _workers(count: int):
+    """`count` fresh processes, each with one TensorFlow thread: the runs are small and
+    sequential step by step, so two single-threaded runs side by side finish sooner than
+    one after the other on two threads, and a run's result does not depend on `count`."""
+    single = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    saved = {k: os.environ.get(k) for k in single}
+    os.environ.update(single)   # inherited by the spawned workers only (TF here is running)
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _train_and_score(run: Run, study: config.Study, root: Path, data_dir: Path) -> tuple[dict, float]:
+    """One run, in a worker process: the generic train and evaluate path into `root`."""
+    runtime.setup_logging()
+    context = stage.context(run.name, run.experiment(study), root, data_dir=data_dir,
+                            mlflow_experiment=MLFLOW_EXPERIMENT)
+    trained = train.fit(context)
+    scored = evaluate.score(context, keras.models.load_model(context.train_dir / "model.keras"))
+    row = {"run": run.name, "cell": run.cell, "length": run.length, "clipnorm": run.clipnorm,
+           "updates": study.training.epochs * study.training.steps_per_epoch,
+           "test_mse": scored["test_mse"], "baseline_mse": scored["baseline_mse"],
+           "best_val_loss": trained["best_val_loss"]}
+    return row, trained["train_seconds"]
 
 
 def markdown(results: pd.DataFrame) -> str:

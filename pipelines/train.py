@@ -49,8 +49,7 @@ def make_optimizer(training: config.Training, steps_per_epoch: int) -> keras.opt
 def compile_model(model: keras.Model, task: tasks.Task, training: config.Training,
                   steps_per_epoch: int) -> None:
     model.compile(optimizer=make_optimizer(training, steps_per_epoch), loss=task.loss,
-                  metrics=list(task.metrics), jit_compile=training.jit_compile,
-                  steps_per_execution=training.steps_per_execution)
+                  metrics=list(task.metrics), steps_per_execution=training.steps_per_execution)
 
 
 def train(name: str, params: config.Params) -> dict[str, float]:

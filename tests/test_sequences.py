@@ -241,3 +241,26 @@ def test_forecasting_reports_nrmse_beside_persistence(workspace, sequence_params
     assert exported["tflite_float32_max_abs_diff"] <= 1e-4
     assert "tflite_float32_nrmse_delta" in exported
     assert not (paths.export_dir("laser_gru") / "tflite" / "labels.txt").exists()
+
+
+def test_generated_tasks_train_evaluate_and_export_per_step_and_regression(workspace):
+    """The copy task (one softmax per step) and the adding problem (one linear output)."""
+    small = {"seed": 4, "training": {"epochs": 1, "batch_size": 64, "learning_rate": 0.01,
+                                     "max_train_examples": 256},
+             "export": {"latency_runs": 3, "representative_examples": 10, "parity_examples": 20}}
+    raw = tiny_params(copy_gru={"architecture": "gru", "dataset": "copy_task/t3",
+                                "hyperparameters": {"units": 8, "masking": False}, **small},
+                      adding_lstm={"architecture": "lstm", "dataset": "adding_problem/t5",
+                                   "hyperparameters": {"units": 8, "masking": False}, **small})
+    raw["datasets"] = ["digits", "copy_task/t3", "adding_problem/t5"]
+    params = config.validate(raw)
+    for name in ("copy_task/t3", "adding_problem/t5"):
+        datasets.prepare(name, data_dir=paths.TFDS_DIR)
+    for name, headline in (("copy_gru", "test_symbol_accuracy"), ("adding_lstm", "test_mse")):
+        train.train(name, params)
+        metrics = evaluate.evaluate(name, params)
+        assert headline in metrics and any(k.startswith("baseline_") for k in metrics)
+        exported = export.export(name, params)
+        assert exported["tflite_float32_max_abs_diff"] <= 1e-4
+    predictions = (paths.eval_dir("copy_gru") / "predictions.csv").read_text().splitlines()
+    assert predictions[0] == "actual,predicted" and len(predictions) == 1 + 500

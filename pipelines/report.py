@@ -125,7 +125,7 @@ def study_section(params: config.Params) -> str:
     results = paths.STUDY / study.RESULTS
     if params.study is None or not results.exists():
         return ""
-    return "\n".join(["## Long-term dependencies: the adding problem", "",
+    return "\n".join(["", "## Long-term dependencies: the adding problem", "",
                       study.markdown(pd.read_csv(results)), "",
                       f"![test MSE against T](../study/{study.FIGURE})", ""])
 

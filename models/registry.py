@@ -40,6 +40,9 @@ class Head:
 
 
 Builder = Callable[[keras.KerasTensor, Head, Hyperparameters], keras.Model]
+# A closed-form fit (reservoir computing's ridge readout): (model, inputs, targets,
+# hyperparameters) -> whether gradient training must still follow.
+Fit = Callable[..., bool]
 
 
 @dataclass(frozen=True)
@@ -49,19 +52,22 @@ class Architecture:
     hyperparameters: type[Hyperparameters]
     tasks: tuple[str, ...]
     description: str
+    fit: Fit | None = None
 
 
 _REGISTRY: dict[str, Architecture] = {}
 
 
-def register(name: str, *, hyperparameters: type[Hyperparameters], tasks: tuple[str, ...]):
-    """Register a builder under `name`; a name can be registered once."""
+def register(name: str, *, hyperparameters: type[Hyperparameters], tasks: tuple[str, ...],
+             fit: Fit | None = None):
+    """Register a builder under `name`; a name can be registered once. `fit`, if given,
+    trains the built model in closed form before (or instead of) gradient descent."""
 
     def decorator(build: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
         doc = (build.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = Architecture(name, build, hyperparameters, tasks, doc[0] if doc else "")
+        _REGISTRY[name] = Architecture(name, build, hyperparameters, tasks, doc[0] if doc else "", fit)
         return build
 
     return decorator

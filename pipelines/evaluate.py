@@ -40,6 +40,9 @@ def score(context: stage.Context, model) -> dict[str, float]:
     with runtime.atomic_dir(context.eval_dir) as out:
         (out / "plots").mkdir()
         figures = task.plot(outputs, y_test, splits.class_names, out / "plots")
+        generated, more = task.generation(model, splits, out / "plots")
+        metrics.update(generated)
+        figures += more
         task.table(outputs, y_test, splits.class_names).to_csv(out / "predictions.csv", index=False)
         runtime.write_json(out / "metrics.json", metrics)
         with stage.mlflow_run(context, "evaluate"):

@@ -104,6 +104,22 @@ def forecast(targets: np.ndarray, predictions: np.ndarray, path: Path, steps: in
     plt.close(fig)
 
 
+def free_run(actual: np.ndarray, generated: np.ndarray, horizon: int, path: Path) -> None:
+    """A free-running generation against the series it should follow."""
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    steps = np.arange(1, len(actual) + 1)
+    ax.plot(steps, actual, label="actual", lw=1.2)
+    ax.plot(steps, generated, label="generated (outputs fed back)", lw=1.2, ls="--")
+    ax.axvline(horizon, color="grey", lw=0.8, ls=":", label=f"step {horizon}")
+    ax.set_xlabel("steps after the training series")
+    ax.set_ylabel("value (standardised)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def predicted_vs_actual(targets: np.ndarray, predictions: np.ndarray, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(targets, predictions, s=4, alpha=0.5)

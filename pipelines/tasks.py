@@ -7,7 +7,8 @@ that need no model, and the task's plots.
 
     image_classification     images -> class              test_accuracy
     sequence_classification  padded sequences -> class    test_accuracy
-    forecasting              window -> next value         test_nrmse, baseline_nrmse (persistence)
+    forecasting              window -> next value         test_nrmse, baseline_nrmse (persistence),
+                                                          free_run_nrmse_84 (outputs fed back)
     sequence_regression      sequence -> real value       test_mse, baseline_mse (best constant)
     sequence_tagging         sequence -> class per step   test_symbol_accuracy (non-blank steps)
 """
@@ -39,6 +40,9 @@ class Task:
     plot: Callable              # (outputs, targets, class_names, out_dir) -> list of files
     table: Callable             # (outputs, targets, class_names) -> per-example DataFrame
     baselines: Callable = lambda inputs, targets: {}  # reference scores that need no model
+    # Scores that need the model itself (free-running generation): (model, Splits, out_dir)
+    # -> (metrics, figure files)
+    generation: Callable = lambda model, splits, out_dir: ({}, [])
 
     def input_shape(self, splits) -> tuple[int, ...]:
         return tuple(splits.input_feature.shape)
@@ -108,6 +112,44 @@ def _forecast_plots(outputs, targets, class_names, out_dir: Path) -> list[Path]:
     return [path]
 
 
+FREE_RUN_STEPS = 100   # generated right after the training series
+HORIZON = 84           # the classic free-running horizon (Jaeger & Haas 2004)
+TRIAL_STRIDE = 20      # free-running trials start every 20 points of the test series
+
+
+def free_run(model, windows: np.ndarray, steps: int) -> np.ndarray:
+    """Feed a window -> next point model its own outputs: `steps` points after each window."""
+    predict = tf.function(lambda x: model(x, training=False))
+    x = tf.constant(windows, tf.float32)
+    generated = []
+    for _ in range(steps):
+        following = tf.reshape(predict(x), (-1, 1, 1))
+        generated.append(following[:, 0, 0])
+        x = tf.concat([x[:, 1:], following], axis=1)
+    return np.stack([g.numpy() for g in generated], axis=1)
+
+
+def _free_running(model, splits, out_dir: Path) -> tuple[dict[str, float], list[Path]]:
+    """Free-running generation, each output fed back as the next input, from the series:
+    `free_run_nrmse_84`, the error at step 84 over trials started every 20 test points
+    (sqrt of the mean squared error over trials / std of the test series); and
+    `free_run_100_nrmse` over the 100 points right after the training series, drawn."""
+    train, test = splits.series("train"), splits.series("test")
+    width = model.input_shape[1]
+    after_training = free_run(model, train[None, -width:, None], FREE_RUN_STEPS)[0]
+    starts = np.arange(0, len(test) - width - HORIZON + 1, TRIAL_STRIDE)
+    windows = np.stack([test[s:s + width] for s in starts])[..., None]
+    at_horizon = free_run(model, windows, HORIZON)[:, -1]
+    truth = test[starts + width + HORIZON - 1]
+    scale = np.std(test)
+    metrics = {f"free_run_nrmse_{HORIZON}": float(np.sqrt(np.mean((at_horizon - truth) ** 2)) / scale),
+               "free_run_trials": int(len(starts)),
+               f"free_run_{FREE_RUN_STEPS}_nrmse": nrmse(after_training, test[:FREE_RUN_STEPS])}
+    path = out_dir / "free_run.png"
+    plots.free_run(test[:FREE_RUN_STEPS], after_training, HORIZON, path)
+    return metrics, [path]
+
+
 def _regression_plots(outputs, targets, class_names, out_dir: Path) -> list[Path]:
     path = out_dir / "predicted_vs_actual.png"
     plots.predicted_vs_actual(targets, outputs.reshape(targets.shape), path)
@@ -148,7 +190,8 @@ TASKS = {
                                     **_CLASSIFICATION),
     "forecasting": Task(name="forecasting", loss="mse", metrics=("mae",), headline="nrmse",
                         higher_is_better=False, preprocess=_as_float, head=_linear, score=nrmse,
-                        plot=_forecast_plots, table=_regression_table, baselines=_persistence),
+                        plot=_forecast_plots, table=_regression_table, baselines=_persistence,
+                        generation=_free_running),
     "sequence_regression": Task(name="sequence_regression", loss="mse", metrics=("mae",),
                                 headline="mse", higher_is_better=False, preprocess=_as_float,
                                 head=_linear, score=_mse, plot=_regression_plots,

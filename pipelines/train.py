@@ -97,11 +97,21 @@ def fit(context: stage.Context) -> dict[str, float]:
             mlflow.log_params({"num_parameters": model.count_params(),
                                "train_examples": train_examples})
             started = time.perf_counter()
-            history = model.fit(train_ds, validation_data=val_ds, epochs=training.epochs,
-                                steps_per_epoch=training.steps_per_epoch, callbacks=[*callbacks, MlflowCallback()], shuffle=False,  # tf.data shuffles
-                                verbose=2 if _quiet() else 1)
-            seconds = time.perf_counter() - started
-            losses = history.history.get("loss", [])
+            gradient = True
+            if arch.fit is not None:  # closed-form parts first (reservoir computing: ridge readout)
+                inputs, targets = tasks.arrays(train_split, task)
+                gradient = arch.fit(model, inputs, targets, config.hyperparameters(exp))
+            if gradient:
+                history = model.fit(train_ds, validation_data=val_ds, epochs=training.epochs,
+                                    steps_per_epoch=training.steps_per_epoch, callbacks=[*callbacks, MlflowCallback()],
+                                    shuffle=False, verbose=2 if _quiet() else 1).history  # tf.data shuffles
+                seconds = time.perf_counter() - started
+            else:
+                seconds = time.perf_counter() - started
+                history = closed_form_history(model, tasks.batches(train_split, task, training.batch_size), val_ds,
+                                              out / "history.csv")
+                mlflow.log_metrics({k: v[0] for k, v in history.items()}, step=0)
+            losses = history.get("loss", [])
             if not losses or not all(math.isfinite(v) for v in losses):
                 raise StageError(f"training diverged (loss {losses[-1] if losses else 'missing'} "
                                  f"at epoch {len(losses)}); lower training.learning_rate or set "
@@ -109,11 +119,13 @@ def fit(context: stage.Context) -> dict[str, float]:
             runtime.save_keras(model, out / "model.keras")
             curves = pd.read_csv(out / "history.csv")
             plots.learning_curves(curves, out / "learning_curves.png", f"{name}: {exp.architecture} on {exp.dataset}")
-            best = int(np.argmin(history.history["val_loss"]))
-            metrics = {"epochs_run": len(losses), "best_epoch": best + 1,
-                       "best_val_loss": float(history.history["val_loss"][best]),
+            best = int(np.argmin(history["val_loss"]))
+            metrics = {"epochs_run": len(losses) if gradient else 0, "best_epoch": best + 1 if gradient else 0,
+                       "best_val_loss": float(history["val_loss"][best]),
                        "num_parameters": int(model.count_params())}
             timings = {"train_seconds": round(seconds, 3), "seconds_per_epoch": round(seconds / len(losses), 3)}
+            if not gradient:
+                del timings["seconds_per_epoch"]
             runtime.write_json(out / "metrics.json", metrics)
             runtime.write_json(out / paths.TIMINGS, timings)
             mlflow.log_metrics({**metrics, **timings})
@@ -123,6 +135,17 @@ def fit(context: stage.Context) -> dict[str, float]:
             tracking.log_keras_model(model, example)
     log.info("trained %s in %.1f s (%d epochs)", name, seconds, len(losses))
     return {**metrics, **timings}
+
+
+def closed_form_history(model: keras.Model, train_ds, val_ds, path) -> dict[str, list[float]]:
+    """A model fitted in closed form has no epochs: its loss and metrics on the training
+    and validation splits, as one row of `history.csv` (epoch 0)."""
+    history = {}
+    for prefix, ds in (("", train_ds), ("val_", val_ds)):
+        results = model.evaluate(ds, verbose=0, return_dict=True)
+        history.update({prefix + k: [float(v)] for k, v in results.items() if k != "compile_metrics"})
+    pd.DataFrame({"epoch": [0], **history}).to_csv(path, index=False)
+    return history
 
 
 def _quiet() -> bool:

@@ -4,7 +4,7 @@ A dataset name in `params.yaml` is one of
 
 - an embedded dataset built offline from `data/<name>/` (`make data` fetches it):
   `digits`, `fashion_mnist`, `japanese_vowels`, `santafe_laser`;
-- a generated one with its sequence length T as the config: `adding_problem/t100`,
+- a generated one: `mackey_glass`, or with its sequence length T as the config: `adding_problem/t100`,
   `copy_task/t50` (any T >= 2);
 - `tfds/<catalog name>` (`tfds/fashion_mnist`, `tfds/mnist`, ...: downloaded by TFDS,
   online machines only).
@@ -19,13 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pipelines import paths
 from pipelines.datasets.builders import ArchlabDigits, ArchlabFashionMnist, RawDataError
 from pipelines.datasets.sequences import (ArchlabAddingProblem, ArchlabCopyTask, ArchlabJapaneseVowels,
-                                          ArchlabSantaFeLaser, length_config)
+                                          ArchlabMackeyGlass, ArchlabSantaFeLaser, length_config)
 
 CATALOG_PREFIX = "tfds/"
 EMBEDDED: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -33,10 +34,12 @@ EMBEDDED: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "fashion_mnist": ArchlabFashionMnist,
     "japanese_vowels": ArchlabJapaneseVowels,
     "santafe_laser": ArchlabSantaFeLaser,
+    "mackey_glass": ArchlabMackeyGlass,
     "adding_problem": ArchlabAddingProblem,
     "copy_task": ArchlabCopyTask,
 }
-GENERATED = {"adding_problem", "copy_task"}   # no raw data; T is the config: adding_problem/t100
+GENERATED = {"adding_problem", "copy_task", "mackey_glass"}   # no raw data
+WITH_LENGTH = {"adding_problem", "copy_task"}   # T is the config: adding_problem/t100
 
 __all__ = ["CATALOG_PREFIX", "EMBEDDED", "GENERATED", "RawDataError", "Splits", "builder",
            "check_name", "load", "prepare", "static_task", "task", "task_of"]
@@ -47,7 +50,7 @@ def _embedded(name: str) -> tuple[str, str | None] | None:
     base, _, config = name.partition("/")
     if base not in EMBEDDED or name.startswith(CATALOG_PREFIX):
         return None
-    if base in GENERATED:
+    if base in WITH_LENGTH:
         if not config:
             raise ValueError(f"dataset {name!r} needs its sequence length: {base}/t<T>, e.g. {base}/t100")
         try:
@@ -64,7 +67,7 @@ def check_name(name: str) -> None:
         return
     if name.startswith(CATALOG_PREFIX) and len(name) > len(CATALOG_PREFIX):
         return
-    embedded = sorted(n + "/t<T>" if n in GENERATED else n for n in EMBEDDED)
+    embedded = sorted(n + "/t<T>" if n in WITH_LENGTH else n for n in EMBEDDED)
     raise ValueError(f"unknown dataset {name!r}; embedded: {', '.join(embedded)}, "
                      f"or a TFDS catalog name as '{CATALOG_PREFIX}<name>'")
 
@@ -148,6 +151,16 @@ class Splits:
     test: tf.data.Dataset
     info: tfds.core.DatasetInfo
     task: str
+    builder: tfds.core.DatasetBuilder | None = None
+
+    def series(self, split: str) -> np.ndarray:
+        """A whole forecasting split ('train' or 'test') as the contiguous series its
+        windows were cut from: the first window, then every target in order."""
+        if self.builder is None or "position" not in self.info.features:
+            raise ValueError(f"dataset {self.info.name!r} has no series positions")
+        examples = sorted(self.builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator(),
+                          key=lambda e: e["position"])
+        return np.concatenate([examples[0]["window"][:, 0], [e["target"] for e in examples]])
 
     @property
     def input_feature(self) -> tfds.features.FeatureConnector:
@@ -174,4 +187,4 @@ def load(name: str, validation_percent: int, data_dir: Path | None = None) -> Sp
     train, validation, test = b.as_dataset(
         split=[f"train[:{keep}%]", f"train[{keep}%:]", "test"],
         as_supervised=True, shuffle_files=False)
-    return Splits(train, validation, test, b.info, getattr(b, "ARCHLAB_TASK", None) or task_of(b.info))
+    return Splits(train, validation, test, b.info, getattr(b, "ARCHLAB_TASK", None) or task_of(b.info), b)

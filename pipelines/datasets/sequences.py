@@ -8,6 +8,9 @@
   reservoirpy wheel) as one-step forecasting windows: `WINDOW` past points -> the next.
   Scaled with the training part's mean and standard deviation; the last `TEST_FRACTION`
   of the series is the test split, whose windows lie wholly inside it.
+- `ArchlabMackeyGlass`: the Mackey–Glass series, τ = 17 (chaotic), 10,000 points generated
+  with reservoirpy's equation, defaults and seed (`mackey_glass`), as windows of 64 -> the
+  next point, scaled and split like the laser.
 - `ArchlabAddingProblem` (Hochreiter & Schmidhuber 1997): T steps of (value ~ U[0, 1],
   marker); one marker in each half; the target is the sum of the two marked values.
   Predicting the mean, 1, whatever the input gives MSE 1/6: the no-memory baseline.
@@ -125,41 +128,96 @@ def read_santa_fe(path: Path) -> np.ndarray:
     return series
 
 
-class ArchlabSantaFeLaser(tfds.core.GeneratorBasedBuilder):
-    """The Santa Fe laser series as one-step forecasting windows."""
+class _ForecastingWindows(tfds.core.GeneratorBasedBuilder):
+    """A series as one-step forecasting windows: `WINDOW` standardised points -> the next.
+    Scaled with the mean and standard deviation of the first 1 - `TEST_FRACTION`; the test
+    split's windows lie wholly in the rest. `position` (the target's index in the series)
+    lets a split be read back as one contiguous series (`datasets.series`)."""
 
     ARCHLAB_TASK = "forecasting"
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": f"reservoirpy 0.4.2's santafe_laser.npy; windows of {WINDOW}, "
-                              f"the last {TEST_FRACTION:.0%} as test."}
-    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `make data`: it extracts santafe_laser.npy into data/santafe_laser/."
+    WINDOW = WINDOW
+    DESCRIPTION = ""
+    HOMEPAGE = ""
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
             builder=self,
-            description=f"Far-infrared laser in a chaotic state (Santa Fe competition, data set "
-                        f"A): {WINDOW} standardised points -> the next point.",
+            description=f"{self.DESCRIPTION}: {self.WINDOW} standardised points -> the next point.",
             features=tfds.features.FeaturesDict({
-                "window": tfds.features.Tensor(shape=(WINDOW, 1), dtype=np.float32),
+                "window": tfds.features.Tensor(shape=(self.WINDOW, 1), dtype=np.float32),
                 "target": tfds.features.Tensor(shape=(), dtype=np.float32),
                 "position": np.int32,   # index of the target point in the series
             }),
             supervised_keys=("window", "target"),
-            homepage="https://web.cecs.pdx.edu/~mcnames/DataSets/index.html",
+            homepage=self.HOMEPAGE,
         )
 
+    def _series(self, dl_manager: tfds.download.DownloadManager) -> np.ndarray:
+        raise NotImplementedError
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        series = read_santa_fe(Path(dl_manager.manual_dir) / SANTA_FE_FILE)
+        series = self._series(dl_manager)
         boundary = int(round(len(series) * (1 - TEST_FRACTION)))
         train = series[:boundary]
-        scaled = (series - train.mean()) / train.std()
+        scaled = ((series - train.mean()) / train.std()).astype(np.float32)
         return {"train": self._generate_examples(scaled, 0, boundary),
                 "test": self._generate_examples(scaled, boundary, len(series))}
 
     def _generate_examples(self, scaled: np.ndarray, start: int, stop: int):
-        for target in range(start + WINDOW, stop):
-            yield target, {"window": scaled[target - WINDOW:target, None],
+        for target in range(start + self.WINDOW, stop):
+            yield target, {"window": scaled[target - self.WINDOW:target, None],
                            "target": scaled[target], "position": target}
+
+
+class ArchlabSantaFeLaser(_ForecastingWindows):
+    """The Santa Fe laser series as one-step forecasting windows."""
+
+    RELEASE_NOTES = {"1.0.0": f"reservoirpy 0.4.2's santafe_laser.npy; windows of {WINDOW}, "
+                              f"the last {TEST_FRACTION:.0%} as test."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `make data`: it extracts santafe_laser.npy into data/santafe_laser/."
+    DESCRIPTION = "Far-infrared laser in a chaotic state (Santa Fe competition, data set A)"
+    HOMEPAGE = "https://web.cecs.pdx.edu/~mcnames/DataSets/index.html"
+
+    def _series(self, dl_manager: tfds.download.DownloadManager) -> np.ndarray:
+        return read_santa_fe(Path(dl_manager.manual_dir) / SANTA_FE_FILE)
+
+
+def mackey_glass(n_timesteps: int, tau: int = 17, a: float = 0.2, b: float = 0.1, n: int = 10,
+                 x0: float = 1.2, h: float = 1.0, seed: int = 5555) -> np.ndarray:
+    """The Mackey–Glass delay differential equation dx/dt = a x(t-τ) / (1 + x(t-τ)^n) - b x(t),
+    one point per `h`: reservoirpy 0.4.2's `datasets.mackey_glass`, the same equation,
+    defaults (τ = 17, chaotic), default seed and numbers. Its history before t = 0 is
+    x0 ± 0.1, uniform, drawn from `seed`; each step is reservoirpy's RK4 scheme with
+    x(t-τ) held over the step."""
+    delay = int(np.floor(tau / h))
+    rng = np.random.default_rng(seed)
+    x = np.empty(delay + n_timesteps)
+    x[:delay] = x0 * np.ones(delay) + 0.2 * (rng.random(delay) - 0.5)
+    xt = x0
+    for i in range(delay, delay + n_timesteps):
+        x[i] = xt
+        xtau = x[i - delay] if tau > 0 else 0.0
+        k1 = -b * h * xt + a * xtau / (1 + xtau ** n)
+        k2 = 2 * k1 - b * h * k1
+        k3 = 2 * k1 - b * h * k2
+        k4 = k1 - b * h * k3
+        xt = xt + (k1 + k2 + k3 + k4) / 6
+    return x[delay:]
+
+
+class ArchlabMackeyGlass(_ForecastingWindows):
+    """Mackey–Glass τ = 17 (generated, seeded) as one-step forecasting windows."""
+
+    POINTS = 10_000
+    WINDOW = 64
+    RELEASE_NOTES = {"1.0.0": f"{POINTS} points of tau = 17 from reservoirpy's seed 5555; windows of "
+                              f"{WINDOW}, the last {TEST_FRACTION:.0%} as test."}
+    DESCRIPTION = f"Mackey-Glass delay differential equation, tau = 17 (chaotic), {POINTS} points"
+    HOMEPAGE = "https://doi.org/10.1126/science.267326"
+
+    def _series(self, dl_manager: tfds.download.DownloadManager) -> np.ndarray:
+        return mackey_glass(self.POINTS)
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ help: ## list the targets
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[test,bench]"
 	touch $@
 
 venv: $(VENV)/.installed ## create .venv with the pinned dependencies
@@ -42,7 +42,7 @@ test-fast: venv ## the test suite without the slow end-to-end tests
 ui: venv ## the MLflow UI on http://127.0.0.1:5000 (MLFLOW_PORT=...) over the repo's store
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow/mlflow.db" --host 127.0.0.1 --port $(MLFLOW_PORT)
 
-bench: venv ## benchmarks: Keras vs TFLite latency, no-op dvc repro time (after `make run`)
+bench: venv ## benchmarks: ESN vs reservoirpy, Keras vs TFLite latency, no-op dvc repro (after `make run`)
 	$(BIN)/python -m pipelines.bench
 
 clean: ## remove pipeline outputs and the DVC run cache (keeps data/, .venv and mlflow/)

@@ -91,18 +91,25 @@ class ReservoirCell(layers.Layer):
 
 def reservoir_weights(inputs: int, units: int, *, sr: float, input_scaling: float, input_connectivity: float,
                       rc_connectivity: float, bias: float, seed: int) -> tuple[np.ndarray, ...]:
-    """(W_in as (inputs, units), W as (units, units), b): reservoirpy's initialisers
-    (`bernoulli` inputs, `normal` recurrent weights at spectral radius `sr`), float64."""
+    """(W_in as (inputs, units), W as (units, units), b), float64, as reservoirpy draws
+    them: exactly round(connectivity x size) non-zero entries at random places, N(0, 1)
+    in W (then rescaled to spectral radius `sr`) and ±1 in W_in (times `input_scaling`)."""
     rng = np.random.default_rng(seed)
-    w = rng.standard_normal((units, units)) * (rng.random((units, units)) < rc_connectivity)
+    w = _sparse(rng, (units, units), rc_connectivity, rng.standard_normal)
     radius = np.max(np.abs(np.linalg.eigvals(w)))
     if radius == 0:
         raise ValueError(f"rc_connectivity {rc_connectivity} left the {units}-unit reservoir without "
-                         "recurrent connections; raise it or add units")
-    w *= sr / radius
-    w_in = rng.choice([-1.0, 1.0], (inputs, units)) * (rng.random((inputs, units)) < input_connectivity)
+                         "recurrent cycles; raise it or add units")
+    w_in = _sparse(rng, (inputs, units), input_connectivity, lambda n: rng.choice([-1.0, 1.0], n))
     b = bias * rng.choice([-1.0, 1.0], units)
-    return input_scaling * w_in, w, b
+    return input_scaling * w_in, w * (sr / radius), b
+
+
+def _sparse(rng: np.random.Generator, shape: tuple[int, int], density: float, draw) -> np.ndarray:
+    matrix = np.zeros(shape)
+    count = max(1, int(round(density * matrix.size)))
+    matrix.flat[rng.choice(matrix.size, count, replace=False)] = draw(count)
+    return matrix
 
 
 @keras.saving.register_keras_serializable(package="archlab")

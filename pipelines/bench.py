@@ -1,5 +1,11 @@
 """Benchmarks (`make bench`): figures measured side by side in one run, reported as ratios.
 
+- Echo state network against reservoirpy: reservoirpy's README setup (Mackey–Glass,
+  2,000 points, the last 20 % as test; 100 units, sr 1.25, lr 0.3, ridge 1e-5, warmup
+  100) run by reservoirpy 0.4.2 and by archlab's `esn` on the same series, over several
+  reservoir seeds: one-step test NRMSE (RMSE / std of the targets) and fit time, and
+  their ratios. Both run the test series on from the state the training series left.
+
 - Inference: for every exported experiment, the median single-sample latency of the
   Keras model and of each TFLite variant on the LiteRT interpreter, measured here in
   turn on the same inputs, and each variant's speed-up over Keras.
@@ -18,13 +24,79 @@ import subprocess
 import time
 
 import keras
+import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
+import models
 from edge.runner import TFLiteModel
 from pipelines import config, datasets, export, paths, runtime, tasks
+from pipelines.runtime import StageError
 
 log = logging.getLogger("archlab.bench")
 RUNS = 300
+ESN_SEEDS = range(20)
+RESERVOIRPY_SETUP = {"units": 100, "sr": 1.25, "lr": 0.3, "ridge": 1e-5}
+WARMUP = 100
+
+
+def esn_against_reservoirpy(seeds=ESN_SEEDS, points: int = 2000) -> pd.DataFrame:
+    """Per seed and library: test NRMSE, fit seconds (the `fit` call) and build + fit
+    seconds (reservoirpy builds its reservoir inside `fit`; archlab in `models.build`)."""
+    try:
+        from reservoirpy import ESN
+        from reservoirpy.datasets import mackey_glass, to_forecasting
+    except ImportError:
+        raise StageError("reservoirpy is a benchmark dependency: pip install -e '.[bench]'") from None
+    from models import esn
+    from models.registry import Head
+    from pipelines.datasets.sequences import mackey_glass as our_mackey_glass
+
+    series = mackey_glass(n_timesteps=points)
+    if not np.array_equal(series[:, 0], our_mackey_glass(points)):
+        raise StageError("archlab's Mackey-Glass generator no longer matches reservoirpy's")
+    x_train, x_test, y_train, y_test = to_forecasting(series, test_size=0.2)
+    whole = np.concatenate([x_train, x_test])[None].astype(np.float32)
+
+    def reservoirpy_run(seed):
+        started = time.perf_counter()
+        model = ESN(**RESERVOIRPY_SETUP, seed=seed)
+        built = time.perf_counter()
+        model.fit(x_train, y_train, warmup=WARMUP)
+        done = time.perf_counter()
+        return model.run(x_test), done - built, done - started
+
+    def archlab_run(seed):
+        params = esn.EsnParams(**RESERVOIRPY_SETUP, warmup=WARMUP, masking=False, seed=seed)
+        started = time.perf_counter()
+        model = models.build("esn", (None, 1), Head(1, "linear", per_step=True), params)
+        built = time.perf_counter()
+        esn.fit(model, x_train[None], y_train[None], params)
+        done = time.perf_counter()
+        outputs = export.keras_predict_one(model)(whole[0]).numpy()[0, -len(x_test):]
+        return outputs, done - built, done - started
+
+    rows = []
+    for library, run in (("reservoirpy 0.4.2", reservoirpy_run), ("archlab esn", archlab_run)):
+        run(0)  # warm up imports and caches, untimed
+        for seed in tqdm(seeds, desc=library, unit="seed", leave=False):
+            outputs, fit_s, build_fit_s = run(seed)
+            rows.append({"library": library, "seed": seed, "test_nrmse": tasks.nrmse(outputs, y_test),
+                         "fit_s": fit_s, "build_fit_s": build_fit_s})
+    return pd.DataFrame(rows)
+
+
+def esn_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean NRMSE and median times per library, then archlab over reservoirpy."""
+    table = runs.groupby("library", sort=False).agg(
+        test_nrmse=("test_nrmse", "mean"), nrmse_std=("test_nrmse", "std"),
+        fit_ms=("fit_s", lambda v: 1000 * v.median()), build_fit_ms=("build_fit_s", lambda v: 1000 * v.median()))
+    ours, theirs = table.loc["archlab esn"], table.loc["reservoirpy 0.4.2"]
+    ratio = pd.DataFrame([{"test_nrmse": ours.test_nrmse / theirs.test_nrmse, "nrmse_std": float("nan"),
+                           "fit_ms": ours.fit_ms / theirs.fit_ms,
+                           "build_fit_ms": ours.build_fit_ms / theirs.build_fit_ms}],
+                         index=["ratio archlab / reservoirpy"])
+    return pd.concat([table, ratio]).reset_index(names="")
 
 
 def inference(params: config.Params) -> pd.DataFrame:
@@ -39,7 +111,7 @@ def inference(params: config.Params) -> pd.DataFrame:
         x, _ = tasks.arrays(splits.test, task, limit=1)
         model = export.fixed_batch_copy(keras.models.load_model(paths.train_dir(name) / "model.keras"),
                                         exp, task.head(splits))
-        keras_ms = export.median_latency_ms(lambda v: model(v[None], training=False), x[0], RUNS)
+        keras_ms = export.median_latency_ms(export.keras_predict_one(model), x[0], RUNS)
         row = {"experiment": name, "keras ms": keras_ms}
         for variant in exp.export.variants:
             tflite = TFLiteModel(files / f"{variant}.tflite")
@@ -62,10 +134,13 @@ def wall_seconds(*cmd: str, repeat: int = 3) -> float:
 def main() -> None:
     params = config.load()
     runtime.setup(0)
+    reservoir = esn_summary(esn_against_reservoirpy())
     table = inference(params)
     pipeline = pd.DataFrame([{"command": "dvc repro (nothing to do)", "median s": wall_seconds("dvc", "repro")},
                              {"command": "dvc status", "median s": wall_seconds("dvc", "status")}])
-    text = "\n\n".join(["## Single-sample inference latency (median of %d runs)" % RUNS,
+    text = "\n\n".join([f"## Echo state network against reservoirpy (Mackey-Glass, {len(ESN_SEEDS)} seeds)",
+                         reservoir.to_markdown(index=False, floatfmt=".4g"),
+                         "## Single-sample inference latency (median of %d runs)" % RUNS,
                         table.to_markdown(index=False, floatfmt=".3f") if len(table) else "(nothing exported)",
                         "## Pipeline", pipeline.to_markdown(index=False, floatfmt=".2f")]) + "\n"
     paths.OUTPUTS.mkdir(exist_ok=True)

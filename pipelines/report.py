@@ -55,7 +55,8 @@ def table(params: config.Params) -> pd.DataFrame:
                "keras_latency_ms": exported.get("keras_latency_ms", NA),
                "higher_is_better": task.higher_is_better,
                "baseline": next((v for k, v in evaluation.items() if k.startswith("baseline_")), NA),
-               "baseline_name": next((k for k in evaluation if k.startswith("baseline_")), "")}
+               "baseline_name": next((k for k in evaluation if k.startswith("baseline_")), ""),
+               "free_run": evaluation.get(f"free_run_nrmse_{tasks.HORIZON}", NA)}
         for variant in config.VARIANTS:
             prefix = f"tflite_{variant}"
             if f"{prefix}_size_bytes" in exported:
@@ -89,9 +90,14 @@ def markdown(frame: pd.DataFrame) -> str:
         })
         if group["baseline"].notna().any():
             view[group["baseline_name"].iloc[0]] = group["baseline"].map(_fmt("{:.4f}"))
+        if group["free_run"].notna().any():
+            view[f"free_run_nrmse_{tasks.HORIZON}"] = group["free_run"].map(_fmt("{:.4f}"))
+        seconds = pd.to_numeric(group["train_seconds"], errors="coerce")
         view = view.assign(**{
-            "params": group["parameters"], "epochs": group["epochs"],
-            "train s": group["train_seconds"].map(_fmt("{:.0f}")),
+            "params": group["parameters"],
+            "epochs": group["epochs"].map(lambda e: "closed form" if e == 0 else str(e)),
+            "train s": seconds.map(_fmt("{:.1f}")),
+            "× fastest": (seconds / seconds.min()).map(_fmt("{:.1f}×")),
         })
         for variant in config.VARIANTS:
             if group[f"{variant}_size_kb"].notna().any():
@@ -102,7 +108,11 @@ def markdown(frame: pd.DataFrame) -> str:
         lines += [view.to_markdown(index=False, disable_numparse=True), ""]
     lines += ["Sizes are TFLite file sizes; ms is the median single-sample latency with the "
               "LiteRT interpreter on this machine; Δ is the change of the test metric against "
-              "the Keras model; max abs diff is the largest output difference of the float32 file.", ""]
+              "the Keras model; max abs diff is the largest output difference of the float32 file. "
+              "train s is the training wall time in this run and × fastest its ratio to the task's "
+              "fastest; closed form: fitted without epochs (the echo state network's ridge readout). "
+              f"free_run_nrmse_{tasks.HORIZON}: the error {tasks.HORIZON} steps into free-running "
+              "generation (outputs fed back as inputs), over the test series' standard deviation.", ""]
     return "\n".join(lines)
 
 

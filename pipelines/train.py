@@ -108,6 +108,7 @@ def fit(context: stage.Context) -> dict[str, float]:
                 seconds = time.perf_counter() - started
             else:
                 seconds = time.perf_counter() - started
+                model.optimizer.build(model.trainable_variables)  # saved like a trained model's
                 history = closed_form_history(model, tasks.batches(train_split, task, training.batch_size), val_ds,
                                               out / "history.csv")
                 mlflow.log_metrics({k: v[0] for k, v in history.items()}, step=0)

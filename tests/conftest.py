@@ -93,6 +93,7 @@ def tfds_dir(tmp_path_factory, raw_dir, sequence_raw_dir):
     datasets.prepare("digits", data_dir=root, raw_dir=raw_dir)
     for name in ("japanese_vowels", "santafe_laser"):
         datasets.prepare(name, data_dir=root, raw_dir=sequence_raw_dir)
+    datasets.prepare("mackey_glass", data_dir=root)   # generated: no raw data
     return root
 
 

@@ -101,9 +101,9 @@ def markdown(frame: pd.DataFrame) -> str:
         })
         for variant in config.VARIANTS:
             if group[f"{variant}_size_kb"].notna().any():
-                view[f"{variant} KiB"] = group[f"{variant}_size_kb"].map("{:.1f}".format)
+                view[f"{variant} KiB"] = group[f"{variant}_size_kb"].map(_fmt("{:.1f}"))
                 view[f"{variant} ms"] = group[f"{variant}_latency_ms"].map(_fmt("{:.3f}"))
-                view[f"{variant} Δ"] = group[f"{variant}_delta"].map("{:+.4f}".format)
+                view[f"{variant} Δ"] = group[f"{variant}_delta"].map(_fmt("{:+.4f}"))
         view["float32 max abs diff"] = group["float32_max_abs_diff"].map("{:.1e}".format)
         lines += [view.to_markdown(index=False, disable_numparse=True), ""]
     lines += ["Sizes are TFLite file sizes; ms is the median single-sample latency with the "

@@ -42,13 +42,14 @@ TINY_STUDY = {
 }
 
 
-def tiny_params(**overrides) -> dict:
-    """A params document for digits; `overrides` replace whole experiments."""
+def tiny_params(extra_datasets: tuple[str, ...] = (), **overrides) -> dict:
+    """A params document for digits (and `extra_datasets`); `overrides` replace or add
+    whole experiments."""
     import copy
 
     experiments = copy.deepcopy(TINY_EXPERIMENTS)
     experiments.update(overrides)
-    return {"datasets": ["digits"], "experiments": experiments}
+    return {"datasets": ["digits", *extra_datasets], "experiments": experiments}
 
 
 @pytest.fixture(scope="session")

@@ -212,9 +212,7 @@ SEQUENCE_EXPERIMENTS = {
 
 @pytest.fixture
 def sequence_params() -> config.Params:
-    raw = tiny_params(**SEQUENCE_EXPERIMENTS)
-    raw["datasets"] = ["digits", "japanese_vowels", "santafe_laser"]
-    return config.validate(raw)
+    return config.validate(tiny_params(("japanese_vowels", "santafe_laser"), **SEQUENCE_EXPERIMENTS))
 
 
 def test_sequence_classification_trains_evaluates_and_exports(workspace, sequence_params):
@@ -248,12 +246,12 @@ def test_generated_tasks_train_evaluate_and_export_per_step_and_regression(works
     small = {"seed": 4, "training": {"epochs": 1, "batch_size": 64, "learning_rate": 0.01,
                                      "max_train_examples": 256},
              "export": {"latency_runs": 3, "representative_examples": 10, "parity_examples": 20}}
-    raw = tiny_params(copy_gru={"architecture": "gru", "dataset": "copy_task/t3",
-                                "hyperparameters": {"units": 8, "masking": False}, **small},
-                      adding_lstm={"architecture": "lstm", "dataset": "adding_problem/t5",
-                                   "hyperparameters": {"units": 8, "masking": False}, **small})
-    raw["datasets"] = ["digits", "copy_task/t3", "adding_problem/t5"]
-    params = config.validate(raw)
+    params = config.validate(tiny_params(
+        ("copy_task/t3", "adding_problem/t5"),
+        copy_gru={"architecture": "gru", "dataset": "copy_task/t3",
+                  "hyperparameters": {"units": 8, "masking": False}, **small},
+        adding_lstm={"architecture": "lstm", "dataset": "adding_problem/t5",
+                     "hyperparameters": {"units": 8, "masking": False}, **small}))
     for name in ("copy_task/t3", "adding_problem/t5"):
         datasets.prepare(name, data_dir=paths.TFDS_DIR)
     for name, headline in (("copy_gru", "test_symbol_accuracy"), ("adding_lstm", "test_mse")):

@@ -34,6 +34,7 @@ from pipelines.datasets.sequences import JAPANESE_VOWELS_FILES, SANTA_FE_FILE
 log = logging.getLogger("archlab.fetch")
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
 DEBIAN_PATH = Path("usr/share/datasets/fashion-mnist")
+FORTUNES_PATH = Path("usr/share/games/fortunes")
 
 
 class FetchError(RuntimeError):
@@ -57,31 +58,49 @@ def _publish(files: dict[str, Path], dest: Path) -> None:
 
 def fetch_fashion_mnist(dest: Path) -> None:
     names = [f for pair in FASHION_MNIST_FILES.values() for f in pair]
-    if all((dest / n).exists() for n in names):
-        log.info("fashion_mnist: already in %s", dest)
+    fetch_debian_files("fashion_mnist", [DEBIAN_PACKAGE], DEBIAN_PATH, names, dest)
+
+
+def fetch_debian_files(dataset: str, packages: list[str], folder: Path, names: list[str] | None,
+                       dest: Path) -> None:
+    """`names` (None: every file) from `folder` inside the Debian `packages`, by `apt-get
+    download` and `dpkg-deb -x` (no installation), into `dest`."""
+    if names and all((dest / n).exists() for n in names):
+        log.info("%s: already in %s", dataset, dest)
         return
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
-        raise FetchError("fashion_mnist needs apt-get and dpkg-deb (a Debian or Ubuntu machine); "
-                         f"or place {', '.join(names)} in {dest}")
+        raise FetchError(f"{dataset} needs apt-get and dpkg-deb (a Debian or Ubuntu machine); "
+                         f"or place its files in {dest}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        log.info("fashion_mnist: apt-get download %s", DEBIAN_PACKAGE)
-        got = _run(["apt-get", "download", DEBIAN_PACKAGE], tmp)
+        log.info("%s: apt-get download %s", dataset, " ".join(packages))
+        got = _run(["apt-get", "download", *packages], tmp)
         if got.returncode != 0 and os.geteuid() == 0:
-            log.info("fashion_mnist: download failed, running apt-get update once")
+            log.info("%s: download failed, running apt-get update once", dataset)
             _run(["apt-get", "update"], tmp)
-            got = _run(["apt-get", "download", DEBIAN_PACKAGE], tmp)
-        debs = list(tmp.glob(f"{DEBIAN_PACKAGE}_*.deb"))
-        if got.returncode != 0 or not debs:
+            got = _run(["apt-get", "download", *packages], tmp)
+        debs = {p: list(tmp.glob(f"{p}_*.deb")) for p in packages}
+        if got.returncode != 0 or not all(debs.values()):
             last = (got.stderr.strip().splitlines() or ["no .deb written"])[-1]
-            raise FetchError(f"apt-get download {DEBIAN_PACKAGE} failed: {last} "
+            raise FetchError(f"apt-get download {' '.join(packages)} failed: {last} "
                              "(run `apt-get update` as root first)")
         extracted = tmp / "x"
-        unpack = _run(["dpkg-deb", "-x", str(debs[0]), str(extracted)], tmp)
-        if unpack.returncode != 0:
-            raise FetchError(f"dpkg-deb -x {debs[0].name} failed: {unpack.stderr.strip()}")
-        _publish({n: extracted / DEBIAN_PATH / n for n in names}, dest)
-    log.info("fashion_mnist: %d files in %s", len(names), dest)
+        for found in debs.values():
+            unpack = _run(["dpkg-deb", "-x", str(found[0]), str(extracted)], tmp)
+            if unpack.returncode != 0:
+                raise FetchError(f"dpkg-deb -x {found[0].name} failed: {unpack.stderr.strip()}")
+        names = names or sorted(f.name for f in (extracted / folder).iterdir()
+                                if f.is_file() and not f.is_symlink())
+        _publish({n: extracted / folder / n for n in names}, dest)
+    log.info("%s: %d files in %s", dataset, len(names), dest)
+
+
+def fetch_fortunes(dest: Path) -> None:
+    """Debian's `fortunes` and `fortunes-min` text files (the `.dat` indexes and the `.u8`
+    links to the same files left out)."""
+    fetch_debian_files("fortunes", ["fortunes", "fortunes-min"], FORTUNES_PATH, None, dest)
+    for index in dest.glob("*.dat"):
+        index.unlink()
 
 
 def fetch_digits(dest: Path) -> None:

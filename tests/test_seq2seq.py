@@ -73,3 +73,30 @@ def test_step_models_convert_to_builtin_tflite_ops():
         converter = tf.lite.TFLiteConverter.from_keras_model(part)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         assert len(converter.convert()) > 0
+
+
+def test_fortunes_split_by_text_and_windows_shift_by_one(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from pipelines.datasets.text import CHARACTERS, ArchlabFortunes, held_out, read_fortunes
+
+    raw = tmp_path / "fortunes"
+    raw.mkdir()
+    cookies = [f"Fortune number {i}:\n\tsay {i * 7} twice\n\t\t-- Anon" for i in range(400)]
+    (raw / "a").write_text("\n%\n".join(cookies[:300]) + "\n%\n")
+    (raw / "b").write_text("\n%\n".join(cookies[250:]) + "\n%\n")   # 50 repeated from a
+    fortunes = read_fortunes(raw)
+    assert len(fortunes) == 450 and fortunes[0] == cookies[0]
+    builder = ArchlabFortunes(data_dir=tmp_path / "tfds")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(raw)))
+    for split, keep in (("train", False), ("test", True)):
+        examples = sorted(builder.as_dataset(split=split).as_numpy_iterator(), key=lambda e: e["position"])
+        got = "".join(CHARACTERS[i] for e in examples for i in e["window"])
+        expected = "\n".join(f for f in fortunes if held_out(f) == keep) + "\n"
+        assert len(got) == len(examples) * ArchlabFortunes.WINDOW and got == expected[:len(got)]
+        assert len(expected) - len(got) <= ArchlabFortunes.WINDOW
+        for e in examples:
+            np.testing.assert_array_equal(e["window"][1:], e["target"][:-1])
+    repeated = cookies[250:300]   # in both files, so held out or kept together
+    assert any(held_out(c) for c in cookies) and not all(held_out(c) for c in cookies)
+    assert all(fortunes.count(c) == 2 for c in repeated)

@@ -4,13 +4,25 @@
   `DIGITS` digits (the digit count drawn uniformly first, as in the Keras addition
   example), generated from a fixed seed; no question appears in both splits.
 
-Tokens: 0 padding, 1 start (fed to a decoder first), 2 end, then "0".."9" and "+".
+  Tokens: 0 padding, 1 start (fed to a decoder first), 2 end, then "0".."9" and "+".
+- `ArchlabFortunes`: the text of Debian's `fortunes` and `fortunes-min` (BSD fortune(6)
+  cookies, `data/fortunes/`), for character-level language modelling: each fortune goes
+  to the test split when the CRC-32 of its text is 0 mod 10 (so a fortune repeated in
+  several files never lands in both splits); each split's fortunes, joined by newlines,
+  are cut into windows of `WINDOW` characters -> the same window one character on.
+  Characters: 0 unknown (anything but printable ASCII, newline and tab), 1 newline, 2 tab,
+  3.. the printable ASCII characters.
 """
 
 from __future__ import annotations
 
+import zlib
+from pathlib import Path
+
 import numpy as np
 import tensorflow_datasets as tfds
+
+from pipelines.datasets.builders import RawDataError
 
 VOCABULARY = ["<pad>", "<start>", "<end>", *"0123456789+"]
 PAD, START, END = 0, 1, 2
@@ -91,3 +103,64 @@ class ArchlabAddition(tfds.core.GeneratorBasedBuilder):
             yield i, {"question": encode(question, self.question_length),
                       "answer": encode(str(a + b), self.answer_length, end=True),
                       "text": f"{question}={a + b}"}
+
+
+CHARACTERS = ["<unk>", "\n", "\t", *(chr(c) for c in range(32, 127))]
+_CHARACTER_INDEX = {c: i for i, c in enumerate(CHARACTERS)}
+
+
+def read_fortunes(folder: Path) -> list[str]:
+    """Every fortune of every file in `folder` (files sorted by name), in order: the
+    texts between lines that hold only '%'."""
+    files = sorted(f for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
+    if not files:
+        raise RawDataError(f"missing raw data: no fortune files in {folder}; run `make data`")
+    fortunes = []
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        fortunes += [f.strip("\n") for f in text.split("\n%\n") if f.strip()]
+    return fortunes
+
+
+def held_out(fortune: str) -> bool:
+    return zlib.crc32(fortune.encode("utf-8")) % 10 == 0
+
+
+def characters(text: str) -> np.ndarray:
+    return np.array([_CHARACTER_INDEX.get(c, 0) for c in text], np.int32)
+
+
+class ArchlabFortunes(tfds.core.GeneratorBasedBuilder):
+    """Debian's fortunes as character windows for a language model."""
+
+    ARCHLAB_TASK = "language_modelling"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "fortunes 1:1.99.1-7.3 and fortunes-min; windows of 100 characters."}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `make data`: it extracts the fortune files into data/fortunes/."
+    WINDOW = 100
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"BSD fortune cookies (Debian fortunes, fortunes-min): {self.WINDOW} "
+                        "characters -> the next character at each step.",
+            features=tfds.features.FeaturesDict({
+                "window": tfds.features.Tensor(shape=(self.WINDOW,), dtype=np.int32),
+                "target": tfds.features.Sequence(tfds.features.ClassLabel(names=CHARACTERS),
+                                                 length=self.WINDOW),
+                "position": np.int32,   # the window's first character in the split's text
+            }),
+            supervised_keys=("window", "target"),
+            homepage="https://packages.debian.org/source/sid/fortune-mod",
+        )
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        fortunes = read_fortunes(Path(dl_manager.manual_dir))
+        return {"train": self._generate_examples([f for f in fortunes if not held_out(f)]),
+                "test": self._generate_examples([f for f in fortunes if held_out(f)])}
+
+    def _generate_examples(self, fortunes: list[str]):
+        ids = characters("\n".join(fortunes) + "\n")
+        for i, start in enumerate(range(0, len(ids) - self.WINDOW - 1 + 1, self.WINDOW)):
+            yield i, {"window": ids[start:start + self.WINDOW],
+                      "target": ids[start + 1:start + self.WINDOW + 1], "position": start}

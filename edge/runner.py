@@ -1,6 +1,7 @@
 """Run an archlab TFLite model on a device: needs only `ai_edge_litert` and `numpy`.
 
     python runner.py model.tflite inputs.npy [--labels labels.txt] [--output preds.npy]
+    python runner.py generate <tflite folder> [--variant float32] [TEXT ...]
 
 `inputs.npy` holds float32 inputs shaped like the model's input without the batch
 axis, or with it ((N, ...) for N samples). Inputs are scaled as in training
@@ -14,7 +15,9 @@ the device.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -66,7 +69,117 @@ class TFLiteModel:
             np.zeros((0,) + tuple(self.output["shape"][1:]), np.float32)
 
 
+class StepModel:
+    """A TFLite model with named inputs (Keras input names) and outputs output_0, output_1, ...
+    in the Keras model's order, run through its signature."""
+
+    def __init__(self, path, num_threads: int = 1):
+        self.interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        self.runner = self.interpreter.get_signature_runner()
+        details = self.runner.get_input_details()
+        self.inputs = {name: (tuple(d["shape"]), d["dtype"]) for name, d in details.items()}
+        self.outputs = sorted(self.runner.get_output_details(), key=lambda n: int(n.rsplit("_", 1)[1]))
+
+    def op_names(self) -> list[str]:
+        return sorted({op["op_name"] for op in self.interpreter._get_ops_details()})
+
+    def __call__(self, **inputs: np.ndarray) -> list[np.ndarray]:
+        results = self.runner(**{k: np.asarray(v, self.inputs[k][1]).reshape(self.inputs[k][0])
+                                 for k, v in inputs.items()})
+        return [results[name] for name in self.outputs]
+
+
+class Generator:
+    """Greedy generation with the step models of a seq2seq model or a language model."""
+
+    def __init__(self, decoder, encoder=None, num_threads: int = 1):
+        self.decoder = StepModel(decoder, num_threads)
+        self.encoder = StepModel(encoder, num_threads) if encoder else None
+        self.state_names = sorted((n for n in self.decoder.inputs if n.startswith("state_")),
+                                  key=lambda n: int(n.rsplit("_", 1)[1]))
+
+    @classmethod
+    def from_folder(cls, folder, variant: str = "float32") -> "Generator":
+        folder = Path(folder)
+        encoder = folder / f"{variant}_encoder.tflite"
+        return cls(folder / f"{variant}_decoder.tflite", encoder if encoder.exists() else None)
+
+    def start(self, source: np.ndarray | None = None) -> list[np.ndarray]:
+        """The first state: the encoder's vector for `source` (seq2seq), zeros otherwise."""
+        if self.encoder is not None:
+            (name,) = self.encoder.inputs
+            return self.encoder(**{name: source[None]})
+        return [np.zeros(self.decoder.inputs[n][0], np.float32) for n in self.state_names]
+
+    def step(self, token: int, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Next-token probabilities (V,) and the new state after reading `token`."""
+        probabilities, *states = self.decoder(token=np.array([[token]]), **dict(zip(self.state_names, states)))
+        return probabilities[0], states
+
+    def greedy(self, source: np.ndarray | None, prime: list[int], max_length: int,
+               end: int | None = None) -> list[int]:
+        """Read `prime`, then up to `max_length` most probable tokens, stopping after `end`."""
+        states = self.start(source)
+        for token in prime:
+            probabilities, states = self.step(token, states)
+        out = []
+        for _ in range(max_length):
+            out.append(int(np.argmax(probabilities)))
+            if out[-1] == end:
+                break
+            probabilities, states = self.step(out[-1], states)
+        return out
+
+    def teacher_forced(self, source: np.ndarray | None, tokens: np.ndarray) -> np.ndarray:
+        """The next-token probabilities after each of `tokens` (T, V), each step reading the
+        given token rather than its own output (what the training model computes)."""
+        states, rows = self.start(source), []
+        for token in tokens:
+            probabilities, states = self.step(int(token), states)
+            rows.append(probabilities)
+        return np.stack(rows)
+
+
+def generate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="runner.py generate", description="Greedy generation "
+                                     "with the step models of an archlab seq2seq or language model.")
+    parser.add_argument("folder", help="the export folder: <variant>_decoder.tflite, generation.json")
+    parser.add_argument("texts", nargs="*", help="questions (seq2seq) or primes (language model); "
+                        "default: one per line on stdin")
+    parser.add_argument("--variant", default="float32")
+    parser.add_argument("--max-length", type=int, help="tokens to generate (default: generation.json's)")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        spec = json.loads((Path(args.folder) / "generation.json").read_text())
+        generator = Generator.from_folder(args.folder, args.variant)
+        vocabulary = spec["vocabulary"]
+        index = {t: i for i, t in enumerate(vocabulary)}
+        texts = args.texts or sys.stdin.read().splitlines()
+        for text in texts:
+            unknown = sorted({c for c in text if c not in index})
+            if unknown and spec.get("unknown") is None:
+                raise ValueError(f"{text!r} has characters outside the vocabulary: {''.join(unknown)!r}")
+            ids = [index.get(c, spec.get("unknown")) for c in text]
+            if generator.encoder is not None:
+                if len(ids) > spec["source_length"]:
+                    raise ValueError(f"{text!r} is longer than {spec['source_length']} tokens")
+                source = np.array(ids + [0] * (spec["source_length"] - len(ids)), np.int32)
+                out = generator.greedy(source, [spec["start"]], args.max_length or spec["max_length"],
+                                       spec["end"])
+            else:   # a language model reads the prime after its start token (a newline)
+                out = generator.greedy(None, [spec["start"], *ids], args.max_length or spec["max_length"],
+                                       spec.get("end"))
+            print("".join(vocabulary[t] for t in out if t != spec.get("end")))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["generate"]:
+        return generate(argv[1:])
     parser = argparse.ArgumentParser(description="Predict with an archlab TFLite model: a class "
                                      "(name) per input, or its value for one-output models.")
     parser.add_argument("model", help="a .tflite file")

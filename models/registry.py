@@ -43,6 +43,9 @@ Builder = Callable[[keras.KerasTensor, Head, Hyperparameters], keras.Model]
 # A closed-form fit (reservoir computing's ridge readout): (model, inputs, targets,
 # hyperparameters) -> whether gradient training must still follow.
 Fit = Callable[..., bool]
+# Step models of a generative architecture (seq2seq, language model): (trained model,
+# batch size) -> {"encoder": ..., "decoder": ...}, what inference and TFLite run.
+Steps = Callable[..., dict]
 
 
 @dataclass(frozen=True)
@@ -53,21 +56,24 @@ class Architecture:
     tasks: tuple[str, ...]
     description: str
     fit: Fit | None = None
+    steps: Steps | None = None
 
 
 _REGISTRY: dict[str, Architecture] = {}
 
 
 def register(name: str, *, hyperparameters: type[Hyperparameters], tasks: tuple[str, ...],
-             fit: Fit | None = None):
+             fit: Fit | None = None, steps: Steps | None = None):
     """Register a builder under `name`; a name can be registered once. `fit`, if given,
-    trains the built model in closed form before (or instead of) gradient descent."""
+    trains the built model in closed form before (or instead of) gradient descent; `steps`,
+    if given, splits a trained model into the step models that generate from it."""
 
     def decorator(build: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
         doc = (build.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = Architecture(name, build, hyperparameters, tasks, doc[0] if doc else "", fit)
+        _REGISTRY[name] = Architecture(name, build, hyperparameters, tasks, doc[0] if doc else "", fit,
+                                      steps)
         return build
 
     return decorator
@@ -85,14 +91,16 @@ def get(name: str) -> Architecture:
 
 
 def build(name: str, input_shape: tuple, head: Head | int, hyperparameters: dict | Hyperparameters,
-          batch_size: int | None = None) -> keras.Model:
-    """Build a registered architecture; `batch_size` fixes the input's batch (TFLite export).
-    An int `head` means that many softmax outputs (classification)."""
+          batch_size: int | None = None, dtype: str = "float32") -> keras.Model:
+    """Build a registered architecture; `batch_size` fixes the input's batch (TFLite export),
+    `dtype` is the input's (int32 for token ids). An int `head` means that many softmax
+    outputs (classification)."""
     arch = get(name)
     if not isinstance(hyperparameters, Hyperparameters):
         hyperparameters = arch.hyperparameters(**hyperparameters)
     if isinstance(head, int):
         head = Head(head)
-    model = arch.build(keras.Input(shape=tuple(input_shape), batch_size=batch_size, name="inputs"),
+    model = arch.build(keras.Input(shape=tuple(input_shape), batch_size=batch_size, dtype=dtype,
+                                   name="inputs"),
                        head, hyperparameters)
     return model

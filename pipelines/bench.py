@@ -29,7 +29,6 @@ import pandas as pd
 from tqdm import tqdm
 
 import models
-from edge.runner import TFLiteModel
 from pipelines import config, datasets, export, paths, runtime, tasks
 from pipelines.runtime import StageError
 
@@ -109,13 +108,13 @@ def inference(params: config.Params) -> pd.DataFrame:
         splits = datasets.load(exp.dataset, exp.training.validation_percent)
         task = tasks.get(splits.task)
         x, _ = tasks.arrays(splits.test, task, limit=1)
-        model = export.fixed_batch_copy(keras.models.load_model(paths.train_dir(name) / "model.keras"),
-                                        exp, task.head(splits))
-        keras_ms = export.median_latency_ms(export.keras_predict_one(model), x[0], RUNS)
+        edge = export.edge_export(keras.models.load_model(paths.train_dir(name) / "model.keras"),
+                                  exp, task, splits)
+        keras_ms = edge.keras_latency_ms(x, RUNS)
         row = {"experiment": name, "keras ms": keras_ms}
         for variant in exp.export.variants:
-            tflite = TFLiteModel(files / f"{variant}.tflite")
-            ms = export.median_latency_ms(tflite.predict_one, x[0], RUNS)
+            step = edge.one_step(edge.files(files, variant), x)
+            ms = export.median_latency_ms(lambda _: step(), None, RUNS)
             row[f"{variant} ms"] = ms
             row[f"{variant} speed-up"] = keras_ms / ms
         rows.append(row)
@@ -140,7 +139,7 @@ def main() -> None:
                              {"command": "dvc status", "median s": wall_seconds("dvc", "status")}])
     text = "\n\n".join([f"## Echo state network against reservoirpy (Mackey-Glass, {len(ESN_SEEDS)} seeds)",
                          reservoir.to_markdown(index=False, floatfmt=".4g"),
-                         "## Single-sample inference latency (median of %d runs)" % RUNS,
+                         "## Single-sample inference latency (median of %d runs; one decoder step for seq2seq and language models)" % RUNS,
                         table.to_markdown(index=False, floatfmt=".3f") if len(table) else "(nothing exported)",
                         "## Pipeline", pipeline.to_markdown(index=False, floatfmt=".2f")]) + "\n"
     paths.OUTPUTS.mkdir(exist_ok=True)

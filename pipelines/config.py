@@ -173,6 +173,9 @@ def validate(raw: object, source: str = "params.yaml") -> Params:
         if task is not None and task not in arch.tasks:
             raise ParamsError(f"{source}: {where}.architecture: {exp.architecture!r} does not do "
                               f"{task} (dataset {exp.dataset!r}); it does {', '.join(arch.tasks)}")
+        if arch.steps is not None and "int8" in exp.export.variants:
+            raise ParamsError(f"{source}: {where}.export.variants: {exp.architecture!r} exports step "
+                              "models, which have no int8 variant; list float32, dynamic_range, float16")
         if exp.dataset not in params.datasets:
             raise ParamsError(f"{source}: {where}.dataset: {exp.dataset!r} is not in datasets "
                               f"({', '.join(params.datasets)}), so it is never prepared")

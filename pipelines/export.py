@@ -13,6 +13,13 @@ converted to each variant:
                    calibrated on examples of the training split; recurrent models are
                    converted unrolled (TFLite's calibrator crashes on their loop ops)
 
+A generative architecture (seq2seq, language model) exports its step models instead: the
+encoder and the one-step decoder as `<variant>_encoder.tflite` / `<variant>_decoder.tflite`
+and `generation.json` (vocabulary, start and end tokens), what the edge runner's greedy
+generation loop reads; parity is then the decoder stepped over the test tokens against the
+Keras model, and for seq2seq `tflite_<variant>_greedy_agreement`, the share of test
+questions whose greedy answer equals Keras's (the float32 files must agree on every one).
+
 Every variant is run with the LiteRT interpreter through the edge runner
 (`edge/runner.py`, what a device runs) on the test split. Recorded per variant:
 `tflite_<variant>_size_bytes`, `tflite_<variant>_latency_ms` (median single-sample; `keras_latency_ms` for the Keras
@@ -40,7 +47,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import models
-from edge.runner import TFLiteModel
+from edge.runner import Generator, TFLiteModel
 from pipelines import config, paths, runtime, stage, tasks
 from pipelines.runtime import StageError
 
@@ -121,41 +128,137 @@ def check_parity(variant: str, max_abs_diff: float, tolerance: float) -> None:
                          f"> export.float32_tolerance {tolerance:g}")
 
 
+class SingleModel:
+    """What most architectures export: one model, input -> output, batch fixed to 1."""
+
+    def __init__(self, model: keras.Model, exp: config.Experiment, task: tasks.Task, splits, variants):
+        self.edge = fixed_batch_copy(model, exp, task.head(splits))
+        # int8 calibration crashes on TFLite's recurrent loop ops: int8 files are unrolled
+        self.int8 = fixed_batch_copy(model, exp, task.head(splits), unroll=True) if "int8" in variants else None
+
+    def keras_latency_ms(self, x: np.ndarray, runs: int) -> float:
+        return median_latency_ms(keras_predict_one(self.edge), x[0], runs)
+
+    def write(self, variant: str, folder, representative) -> list:
+        path = folder / f"{variant}.tflite"
+        path.write_bytes(convert(self.int8 if variant == "int8" else self.edge, variant, representative))
+        return [path]
+
+    def run(self, files, x: np.ndarray, reference: np.ndarray, task, desc: str):
+        """(outputs, max abs diff against `reference`)."""
+        tflite = TFLiteModel(files[0])
+        _check_builtin(tflite, files[0])
+        outputs = np.stack([tflite.predict_one(s) for s in tqdm(x, desc=desc, unit="ex", leave=False)])
+        return outputs, float(np.max(np.abs(outputs - reference)))
+
+    @staticmethod
+    def files(folder, variant: str) -> list:
+        return [folder / f"{variant}.tflite"]
+
+    @staticmethod
+    def one_step(files, x):
+        """What the latency times: one sample through the file."""
+        tflite = TFLiteModel(files[0])
+        return lambda: tflite.predict_one(x[0])
+
+
+class StepModels:
+    """A generative architecture's step models (`registry.register(..., steps=...)`): the
+    encoder (seq2seq) and the one-step decoder, each a file `<variant>_<part>.tflite`.
+    Parity compares the decoder stepped over the test tokens (teacher forcing) with the
+    Keras model; the task's outputs come from `task.edge_predict` (greedy decoding for
+    seq2seq). Latency is one decoder step."""
+
+    def __init__(self, model: keras.Model, exp: config.Experiment, task: tasks.Task, splits, variants):
+        if "int8" in variants:
+            raise StageError(f"{exp.architecture} exports step models: int8 is not available "
+                             "(export.variants: float32, dynamic_range, float16)")
+        self.parts = models.get(exp.architecture).steps(model, batch_size=1)
+
+    def keras_latency_ms(self, x, runs: int) -> float:
+        decoder = self.parts["decoder"]
+        graph = tf.function(lambda inputs: decoder(inputs, training=False))
+        inputs = [np.ones((1, 1), np.int32)] + [np.zeros(i.shape, np.float32) for i in decoder.inputs[1:]]
+        return median_latency_ms(lambda _: graph(inputs), None, runs)
+
+    def write(self, variant: str, folder, representative) -> list:
+        paths_ = []
+        for part, keras_model in self.parts.items():
+            path = folder / f"{variant}_{part}.tflite"
+            path.write_bytes(convert(keras_model, variant))
+            paths_.append(path)
+        return paths_
+
+    def run(self, files, x, reference: np.ndarray, task, desc: str):
+        generator = self._generator(files)
+        for part in (generator.decoder, generator.encoder):
+            if part is not None:
+                _check_builtin(part, files[-1])
+        sources, tokens = x if isinstance(x, tuple) else (None, x)
+        forced = np.stack([generator.teacher_forced(None if sources is None else sources[i], tokens[i])
+                           for i in tqdm(range(len(tokens)), desc=desc, unit="ex", leave=False)])
+        return task.edge_predict(generator, x, forced), float(np.max(np.abs(forced - reference)))
+
+    @staticmethod
+    def _generator(files) -> Generator:
+        by_part = {f.stem.rsplit("_", 1)[1]: f for f in files}
+        return Generator(by_part["decoder"], by_part.get("encoder"))
+
+    @staticmethod
+    def files(folder, variant: str) -> list:
+        return sorted(folder.glob(f"{variant}_*coder.tflite"))
+
+    @classmethod
+    def one_step(cls, files, x):
+        """What the latency times: one decoder step."""
+        generator = cls._generator(files)
+        sources, tokens = x if isinstance(x, tuple) else (None, x)
+        states = generator.start(None if sources is None else sources[0])
+        return lambda: generator.step(int(tokens[0][0]), states)
+
+
+def edge_export(model: keras.Model, exp: config.Experiment, task: tasks.Task, splits) -> SingleModel | StepModels:
+    """How an experiment's model goes to TFLite: step models for a generative architecture."""
+    return (StepModels if task.tokens else SingleModel)(model, exp, task, splits, exp.export.variants)
+
+
+def _check_builtin(model, path) -> None:
+    flex = flex_ops(model)
+    if flex:
+        raise StageError(f"TFLite export {path.name} uses non-builtin ops {flex}; "
+                         "the plain LiteRT interpreter cannot run it")
+
+
 def export(name: str, params: config.Params) -> dict[str, float]:
     context = stage.open_experiment(name, params)
     exp, splits, task = context.experiment, context.splits, context.task
     settings = exp.export
     model = stage.trained_model(name)
-    edge_model = fixed_batch_copy(model, exp, task.head(splits))
-    int8_model = fixed_batch_copy(model, exp, task.head(splits), unroll=True) if "int8" in settings.variants else None
+    edge = edge_export(model, exp, task, splits)
     representative, _ = tasks.arrays(splits.train, task, limit=settings.representative_examples)
     x_test, y_test = tasks.arrays(splits.test, task, limit=settings.parity_examples)
     reference = model.predict(x_test, batch_size=256, verbose=0)
-    reference_score = task.score(reference, y_test)
+    expected = task.predict(model, x_test) if task.tokens else reference
+    reference_score = task.score(expected, y_test)
     metrics: dict[str, float] = {f"keras_{task.headline}": reference_score,
-                                 "parity_examples": int(len(x_test))}
-    timings = {"keras_latency_ms": median_latency_ms(keras_predict_one(edge_model), x_test[0],
-                                                     settings.latency_runs)}
+                                 "parity_examples": int(len(y_test))}
+    timings = {"keras_latency_ms": edge.keras_latency_ms(x_test, settings.latency_runs)}
     with runtime.atomic_dir(paths.export_dir(name)) as out:
         (out / "tflite").mkdir()
         for variant in settings.variants:
-            path = out / "tflite" / f"{variant}.tflite"
-            # int8 calibration crashes on TFLite's recurrent loop ops: int8 files are unrolled
-            source = int8_model if variant == "int8" else edge_model
-            path.write_bytes(convert(source, variant, representative))
-            tflite = TFLiteModel(path)
-            flex = flex_ops(tflite)
-            if flex:
-                raise StageError(f"TFLite {variant} export uses non-builtin ops {flex}; "
-                                 "the plain LiteRT interpreter cannot run it")
-            outputs = np.stack([tflite.predict_one(x) for x in
-                                tqdm(x_test, desc=f"{name} {variant}", unit="ex", leave=False)])
-            diff = float(np.max(np.abs(outputs - reference)))
+            files = edge.write(variant, out / "tflite", representative)
+            outputs, diff = edge.run(files, x_test, reference, task, f"{name} {variant}")
             check_parity(variant, diff, settings.float32_tolerance)
             prefix = f"tflite_{variant}"
-            metrics[f"{prefix}_size_bytes"] = path.stat().st_size
-            timings[f"{prefix}_latency_ms"] = median_latency_ms(tflite.predict_one, x_test[0],
-                                                                settings.latency_runs)
+            if np.issubdtype(expected.dtype, np.integer):   # generated tokens (seq2seq)
+                agreement = float(np.mean(np.all(outputs == expected, axis=1)))
+                metrics[f"{prefix}_greedy_agreement"] = agreement
+                if variant == "float32" and agreement < 1:
+                    raise StageError(f"float32 TFLite greedy outputs differ from Keras's on "
+                                     f"{np.sum(~np.all(outputs == expected, axis=1))} of {len(outputs)} examples")
+            metrics[f"{prefix}_size_bytes"] = sum(f.stat().st_size for f in files)
+            timings[f"{prefix}_latency_ms"] = median_latency_ms(lambda _, step=edge.one_step(files, x_test): step(),
+                                                                None, settings.latency_runs)
             metrics[f"{prefix}_max_abs_diff"] = diff
             metrics[f"{prefix}_{task.headline}_delta"] = task.score(outputs, y_test) - reference_score
             log.info("%s %s: %d bytes, %.3f ms, max |diff| %.2e, %s delta %+.4f", name, variant,
@@ -163,6 +266,9 @@ def export(name: str, params: config.Params) -> dict[str, float]:
                      task.headline, metrics[f"{prefix}_{task.headline}_delta"])
         if splits.class_names:
             (out / "tflite" / "labels.txt").write_text("\n".join(splits.class_names) + "\n")
+        if task.tokens:
+            runtime.write_json(out / "tflite" / "generation.json",
+                               tasks.generation_spec(task, splits.vocabulary, x_test))
         runtime.write_json(out / "metrics.json", metrics)
         runtime.write_json(out / paths.TIMINGS, timings)
         with stage.mlflow_run(context, "export"):

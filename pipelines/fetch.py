@@ -3,6 +3,7 @@
 - fashion_mnist: the original IDX files from Debian's `dataset-fashion-mnist`
   (`apt-get download` + `dpkg-deb -x`, no root needed when the package lists are
   current; as root, a failed download is retried after `apt-get update`).
+- fortunes: the fortune cookie files of Debian's `fortunes` and `fortunes-min` (likewise).
 - digits: scikit-learn's `digits.csv.gz`, copied from the installed package.
 - japanese_vowels, santafe_laser: data files inside pinned PyPI wheels (aeon's
   `JapaneseVowels_TRAIN/TEST.ts`, reservoirpy's `santafe_laser.npy`), fetched with
@@ -62,10 +63,12 @@ def fetch_fashion_mnist(dest: Path) -> None:
 
 
 def fetch_debian_files(dataset: str, packages: list[str], folder: Path, names: list[str] | None,
-                       dest: Path) -> None:
-    """`names` (None: every file) from `folder` inside the Debian `packages`, by `apt-get
-    download` and `dpkg-deb -x` (no installation), into `dest`."""
-    if names and all((dest / n).exists() for n in names):
+                       dest: Path, exclude: tuple[str, ...] = ()) -> None:
+    """`names` (None: every plain file whose name does not end with one of `exclude`) from
+    `folder` inside the Debian `packages`, by `apt-get download` and `dpkg-deb -x` (no
+    installation), into `dest`."""
+    present = all((dest / n).exists() for n in names) if names else dest.is_dir() and any(dest.iterdir())
+    if present:
         log.info("%s: already in %s", dataset, dest)
         return
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
@@ -90,7 +93,7 @@ def fetch_debian_files(dataset: str, packages: list[str], folder: Path, names: l
             if unpack.returncode != 0:
                 raise FetchError(f"dpkg-deb -x {found[0].name} failed: {unpack.stderr.strip()}")
         names = names or sorted(f.name for f in (extracted / folder).iterdir()
-                                if f.is_file() and not f.is_symlink())
+                                if f.is_file() and not f.is_symlink() and not f.name.endswith(exclude))
         _publish({n: extracted / folder / n for n in names}, dest)
     log.info("%s: %d files in %s", dataset, len(names), dest)
 
@@ -98,9 +101,8 @@ def fetch_debian_files(dataset: str, packages: list[str], folder: Path, names: l
 def fetch_fortunes(dest: Path) -> None:
     """Debian's `fortunes` and `fortunes-min` text files (the `.dat` indexes and the `.u8`
     links to the same files left out)."""
-    fetch_debian_files("fortunes", ["fortunes", "fortunes-min"], FORTUNES_PATH, None, dest)
-    for index in dest.glob("*.dat"):
-        index.unlink()
+    fetch_debian_files("fortunes", ["fortunes", "fortunes-min"], FORTUNES_PATH, None, dest,
+                       exclude=(".dat",))
 
 
 def fetch_digits(dest: Path) -> None:
@@ -164,7 +166,7 @@ def fetch_from_wheel(name: str, dest: Path) -> None:
     log.info("%s: %d files in %s", name, len(files), dest)
 
 
-FETCHERS = {"digits": fetch_digits, "fashion_mnist": fetch_fashion_mnist,
+FETCHERS = {"digits": fetch_digits, "fashion_mnist": fetch_fashion_mnist, "fortunes": fetch_fortunes,
             **{name: (lambda dest, name=name: fetch_from_wheel(name, dest)) for name in WHEEL_FILES}}
 assert set(FETCHERS) == set(EMBEDDED) - GENERATED, "every embedded dataset with raw data needs a fetcher"
 

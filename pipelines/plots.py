@@ -135,6 +135,39 @@ def predicted_vs_actual(targets: np.ndarray, predictions: np.ndarray, path: Path
     plt.close(fig)
 
 
+def bpc_by_position(bpc: np.ndarray, baseline: float, path: Path) -> None:
+    """A language model's bits per character at each position of its test windows (each
+    window is read from a zero state: the first characters have little context)."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.plot(np.arange(1, len(bpc) + 1), bpc, lw=1.2, label=f"model (mean {bpc.mean():.3f})")
+    ax.axhline(baseline, color="grey", lw=0.8, ls="--", label=f"unigram {baseline:.3f}")
+    ax.set_xlabel("position in the window (characters read)")
+    ax.set_ylabel("bits per character")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def exact_match_by_length(lengths: np.ndarray, correct: np.ndarray, path: Path) -> None:
+    """Seq2seq: the share of whole answers right, by the length of the question."""
+    values = sorted(set(lengths.tolist()))
+    shares = [correct[lengths == v].mean() for v in values]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    bars = ax.bar([str(v) for v in values], shares)
+    ax.bar_label(bars, labels=[f"{s:.3f}\n(n={int((lengths == v).sum())})" for s, v in zip(shares, values)],
+                 fontsize=7)
+    ax.set_xlabel("question length (tokens)")
+    ax.set_ylabel("exact match (greedy)")
+    ax.set_ylim(0, 1.15)
+    ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def mse_vs_length(results: pd.DataFrame, baseline: float, path: Path) -> None:
     """The long-term dependency study: test MSE against T, one line per cell and clipping
     setting (solid: clipped, dashed: not), the no-memory baseline drawn across."""

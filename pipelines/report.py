@@ -112,7 +112,12 @@ def markdown(frame: pd.DataFrame) -> str:
               "train s is the training wall time in this run and × fastest its ratio to the task's "
               "fastest; closed form: fitted without epochs (the echo state network's ridge readout). "
               f"free_run_nrmse_{tasks.HORIZON}: the error {tasks.HORIZON} steps into free-running "
-              "generation (outputs fed back as inputs), over the test series' standard deviation.", ""]
+              "generation (outputs fed back as inputs), over the test series' standard deviation. "
+              "Seq2seq and language models export step models: their size is the encoder's and "
+              "the one-step decoder's files together, ms is one decoder step, and max abs diff "
+              "compares the decoder stepped over the test tokens with the Keras model; "
+              "test_exact_match counts whole answers right with greedy decoding, test_bpc is bits "
+              "per character on held-out text (lower is better).", ""]
     return "\n".join(lines)
 
 

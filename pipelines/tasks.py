@@ -11,6 +11,14 @@ that need no model, and the task's plots.
                                                           free_run_nrmse_84 (outputs fed back)
     sequence_regression      sequence -> real value       test_mse, baseline_mse (best constant)
     sequence_tagging         sequence -> class per step   test_symbol_accuracy (non-blank steps)
+    sequence_to_sequence     tokens -> tokens (seq2seq)   test_exact_match (greedy decoding),
+                                                          test_char_accuracy
+    language_modelling       text -> next character       test_bpc, baseline_bpc (unigram)
+
+The two token tasks train with teacher forcing (the decoder reads the true previous token)
+and generate through step models (`models.seq2seq.step_models`): `predict` is how the
+task's outputs come from a Keras model, `edge_predict` from the TFLite step models
+(`edge.runner.Generator`).
 """
 
 from __future__ import annotations
@@ -23,8 +31,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from models import seq2seq
 from models.registry import Head
 from pipelines import plots
+
+PREDICT_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -37,15 +48,27 @@ class Task:
     preprocess: Callable        # (input, target) -> (model input, target), in tf.data
     head: Callable              # (Splits) -> Head: the model's output for this task
     score: Callable             # (outputs: np.ndarray, targets: np.ndarray) -> headline value
-    plot: Callable              # (outputs, targets, class_names, out_dir) -> list of files
-    table: Callable             # (outputs, targets, class_names) -> per-example DataFrame
+    plot: Callable              # (outputs, targets, names, out_dir, inputs) -> list of files
+    table: Callable             # (outputs, targets, names, inputs) -> per-example DataFrame
     baselines: Callable = lambda inputs, targets: {}  # reference scores that need no model
     # Scores that need the model itself (free-running generation): (model, Splits, out_dir)
     # -> (metrics, figure files)
     generation: Callable = lambda model, splits, out_dir: ({}, [])
+    # Scores beside the headline: (outputs, targets) -> metrics
+    details: Callable = lambda outputs, targets: {}
+    # How outputs come from the model: (model, inputs) -> outputs (default: model.predict)
+    predict: Callable = lambda model, x: model.predict(x, batch_size=PREDICT_BATCH, verbose=0)
+    # Token tasks: int32 inputs; the model generates through step models, and
+    # edge_predict(generator, inputs, teacher_forced) gives the outputs from TFLite ones
+    tokens: bool = False
+    edge_predict: Callable | None = None
 
     def input_shape(self, splits) -> tuple[int, ...]:
         return tuple(splits.input_feature.shape)
+
+    @property
+    def input_dtype(self) -> str:
+        return "int32" if self.tokens else "float32"
 
 
 def _scale_image(image, label):
@@ -72,13 +95,13 @@ def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean(outputs.argmax(axis=-1) == targets))
 
 
-def _classification_plots(outputs, targets, class_names, out_dir: Path) -> list[Path]:
+def _classification_plots(outputs, targets, class_names, out_dir: Path, inputs=None) -> list[Path]:
     path = out_dir / "confusion_matrix.png"
     plots.confusion_matrix(targets, outputs.argmax(axis=-1), class_names, path)
     return [path]
 
 
-def _classification_table(outputs, targets, class_names) -> pd.DataFrame:
+def _classification_table(outputs, targets, class_names, inputs=None) -> pd.DataFrame:
     names = np.asarray(class_names)
     return pd.DataFrame({"actual": names[targets], "predicted": names[outputs.argmax(axis=-1)]})
 
@@ -102,11 +125,11 @@ def _constant(inputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     return {"baseline_mse": _mse(np.full(targets.shape, targets.mean()), targets)}
 
 
-def _regression_table(outputs, targets, class_names) -> pd.DataFrame:
+def _regression_table(outputs, targets, class_names, inputs=None) -> pd.DataFrame:
     return pd.DataFrame({"actual": targets, "predicted": outputs.reshape(targets.shape)})
 
 
-def _forecast_plots(outputs, targets, class_names, out_dir: Path) -> list[Path]:
+def _forecast_plots(outputs, targets, class_names, out_dir: Path, inputs=None) -> list[Path]:
     path = out_dir / "forecast.png"
     plots.forecast(targets, outputs.reshape(targets.shape), path)
     return [path]
@@ -150,7 +173,7 @@ def _free_running(model, splits, out_dir: Path) -> tuple[dict[str, float], list[
     return metrics, [path]
 
 
-def _regression_plots(outputs, targets, class_names, out_dir: Path) -> list[Path]:
+def _regression_plots(outputs, targets, class_names, out_dir: Path, inputs=None) -> list[Path]:
     path = out_dir / "predicted_vs_actual.png"
     plots.predicted_vs_actual(targets, outputs.reshape(targets.shape), path)
     return [path]
@@ -168,7 +191,7 @@ def _guess_symbol(inputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     return {"baseline_symbol_accuracy": float(counts.max() / counts.sum())}
 
 
-def _tagging_table(outputs, targets, class_names) -> pd.DataFrame:
+def _tagging_table(outputs, targets, class_names, inputs=None) -> pd.DataFrame:
     names = np.asarray(class_names)
     predicted = outputs.argmax(axis=-1)
     symbols = targets != 0
@@ -176,8 +199,127 @@ def _tagging_table(outputs, targets, class_names) -> pd.DataFrame:
                          "predicted": [" ".join(names[p[m]]) for p, m in zip(predicted, symbols)]})
 
 
-def _no_plots(outputs, targets, class_names, out_dir: Path) -> list[Path]:
+def _no_plots(outputs, targets, class_names, out_dir: Path, inputs=None) -> list[Path]:
     return []
+
+
+# --- token tasks: seq2seq and language modelling ---------------------------------------
+
+def _vocabulary_head(splits) -> Head:
+    return Head(len(splits.vocabulary), per_step=True)
+
+
+def _teacher_forcing(question, answer):
+    """(question, answer) -> ((question, decoder input: START then the answer but its last
+    token), answer): the decoder reads the true previous token while training."""
+    answer = tf.cast(answer, tf.int32)
+    decoder_input = tf.concat([tf.constant([seq2seq.START], tf.int32), answer[:-1]], axis=0)
+    return (tf.cast(question, tf.int32), decoder_input), answer
+
+
+def _as_tokens(window, target):
+    return tf.cast(window, tf.int32), tf.cast(target, tf.int32)
+
+
+def _greedy(model, x) -> np.ndarray:
+    """Greedy decoding with the model's step models: the answer tokens (N, answer length),
+    END included, PAD after it."""
+    parts = seq2seq.step_models(model)
+    return seq2seq.greedy_decode(parts["encoder"], parts["decoder"], x[0], max_length=x[1].shape[1])
+
+
+def _edge_greedy(generator, x, teacher_forced) -> np.ndarray:
+    source, decoder_input = x
+    out = np.full(decoder_input.shape, seq2seq.PAD, np.int32)
+    for i, s in enumerate(source):
+        tokens = generator.greedy(s, [seq2seq.START], decoder_input.shape[1], seq2seq.END)
+        out[i, :len(tokens)] = tokens
+    return out
+
+
+def _exact_match(outputs: np.ndarray, targets: np.ndarray) -> float:
+    """The share of answers right in every token (END included)."""
+    return float(np.mean(np.all(outputs == targets, axis=1)))
+
+
+def _char_accuracy(outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Per-character accuracy: the answer's characters (not END, not padding) predicted
+    right at their position."""
+    chars = targets > seq2seq.END
+    return {"test_char_accuracy": float(np.mean(outputs[chars] == targets[chars]))}
+
+
+def _text(ids, vocabulary) -> str:
+    return "".join(vocabulary[i] for i in ids if i > seq2seq.END)
+
+
+def _seq2seq_table(outputs, targets, vocabulary, inputs=None) -> pd.DataFrame:
+    return pd.DataFrame({"question": [_text(q, vocabulary) for q in inputs[0]],
+                         "answer": [_text(t, vocabulary) for t in targets],
+                         "predicted": [_text(o, vocabulary) for o in outputs],
+                         "correct": np.all(outputs == targets, axis=1)})
+
+
+def _seq2seq_plots(outputs, targets, vocabulary, out_dir: Path, inputs=None) -> list[Path]:
+    path = out_dir / "exact_match_by_length.png"
+    plots.exact_match_by_length((inputs[0] != seq2seq.PAD).sum(axis=1), np.all(outputs == targets, axis=1), path)
+    return [path]
+
+
+def _target_bits(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """-log2 of the probability given to each target character."""
+    p = np.take_along_axis(outputs, targets[..., None].astype(np.int64), axis=-1)[..., 0]
+    return -np.log2(np.maximum(p.astype(np.float64), 1e-12))
+
+
+def bits_per_character(outputs: np.ndarray, targets: np.ndarray) -> float:
+    return float(np.mean(_target_bits(outputs, targets)))
+
+
+def _unigram(inputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """The entropy of the test text's own character frequencies: the fewest bits per
+    character any unigram model (one that ignores context) can score on it."""
+    counts = np.bincount(targets.ravel())
+    p = counts[counts > 0] / counts.sum()
+    return {"baseline_bpc": float(-np.sum(p * np.log2(p)))}
+
+
+def _lm_table(outputs, targets, vocabulary, inputs=None) -> pd.DataFrame:
+    return pd.DataFrame({"bpc": _target_bits(outputs, targets).mean(axis=1),
+                         "text": ["".join(vocabulary[i] for i in w) for w in inputs]})
+
+
+def _lm_plots(outputs, targets, vocabulary, out_dir: Path, inputs=None) -> list[Path]:
+    path = out_dir / "bpc_by_position.png"
+    plots.bpc_by_position(_target_bits(outputs, targets).mean(axis=0), _unigram(inputs, targets)["baseline_bpc"],
+                          path)
+    return [path]
+
+
+SAMPLE_TEMPERATURES = (0.5, 1.0)
+SAMPLES, SAMPLE_LENGTH, SAMPLE_SEED = 3, 300, 0
+
+
+def _samples(model, splits, out_dir: Path) -> tuple[dict[str, float], list[Path]]:
+    """Text drawn from the language model at two temperatures, each sample started after a
+    newline (a fortune's start), written to `samples.txt`."""
+    vocabulary = splits.vocabulary
+    decoder = seq2seq.step_models(model)["decoder"]
+    rng = np.random.default_rng(SAMPLE_SEED)
+    prime = np.full((SAMPLES, 1), vocabulary.index("\n"), np.int32)
+    lines = []
+    for temperature in SAMPLE_TEMPERATURES:
+        drawn = seq2seq.sample(decoder, prime, SAMPLE_LENGTH, temperature, rng)
+        for i, ids in enumerate(drawn):
+            lines += [f"=== temperature {temperature}, sample {i + 1} ===",
+                      "".join(vocabulary[t] for t in ids), ""]
+    path = out_dir / "samples.txt"
+    path.write_text("\n".join(lines))
+    return {}, [path]
+
+
+def _edge_teacher_forced(generator, x, teacher_forced) -> np.ndarray:
+    return teacher_forced
 
 
 _CLASSIFICATION = dict(loss="sparse_categorical_crossentropy", metrics=("accuracy",),
@@ -201,6 +343,16 @@ TASKS = {
                              higher_is_better=True, preprocess=_as_float, head=_softmax_per_step,
                              score=_symbol_accuracy, plot=_no_plots, table=_tagging_table,
                              baselines=_guess_symbol),
+    "sequence_to_sequence": Task(name="sequence_to_sequence", loss="sparse_categorical_crossentropy",
+                                 metrics=(), headline="exact_match", higher_is_better=True,
+                                 preprocess=_teacher_forcing, head=_vocabulary_head, score=_exact_match,
+                                 plot=_seq2seq_plots, table=_seq2seq_table, details=_char_accuracy,
+                                 predict=_greedy, tokens=True, edge_predict=_edge_greedy),
+    "language_modelling": Task(name="language_modelling", loss="sparse_categorical_crossentropy",
+                               metrics=(), headline="bpc", higher_is_better=False, preprocess=_as_tokens,
+                               head=_vocabulary_head, score=bits_per_character, plot=_lm_plots,
+                               table=_lm_table, baselines=_unigram, generation=_samples, tokens=True,
+                               edge_predict=_edge_teacher_forced),
 }
 
 
@@ -223,7 +375,8 @@ def batches(ds: tf.data.Dataset, task: Task, batch_size: int, *, shuffle_buffer:
 
 
 def arrays(ds: tf.data.Dataset, task: Task, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A split as preprocessed NumPy arrays (inputs, targets), optionally the first `limit`."""
+    """A split as preprocessed NumPy arrays (inputs, targets), optionally the first `limit`;
+    inputs are a tuple of arrays for a model of several inputs (seq2seq)."""
     ds = ds.map(task.preprocess, num_parallel_calls=tf.data.AUTOTUNE)
     if limit is not None:
         ds = ds.take(limit)
@@ -233,4 +386,19 @@ def arrays(ds: tf.data.Dataset, task: Task, limit: int | None = None) -> tuple[n
         ys.append(y)
     if not xs:
         raise ValueError("the split is empty")
-    return np.concatenate(xs), np.concatenate(ys)
+    return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *xs), np.concatenate(ys)
+
+
+LM_GENERATE = 200   # characters the edge runner's language model writes by default
+
+
+def generation_spec(task: Task, vocabulary: list[str], x) -> dict:
+    """`generation.json` beside a generative model's step models: what the edge runner
+    needs to turn text into tokens and back, and to start and stop decoding."""
+    spec = {"task": task.name, "vocabulary": vocabulary}
+    if task.name == "sequence_to_sequence":
+        return {**spec, "start": seq2seq.START, "end": seq2seq.END,
+                "source_length": int(x[0].shape[1]), "max_length": int(x[1].shape[1])}
+    unknown = vocabulary.index("<unk>") if "<unk>" in vocabulary else None
+    return {**spec, "start": vocabulary.index("\n"), "end": None, "unknown": unknown,
+            "max_length": LM_GENERATE}

@@ -22,6 +22,7 @@ import keras
 import mlflow
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 from mlflow.keras import MlflowCallback
 
 import models
@@ -76,7 +77,7 @@ def fit(context: stage.Context) -> dict[str, float]:
     steps_per_epoch = training.steps_per_epoch or math.ceil(train_examples / training.batch_size)
 
     model = models.build(exp.architecture, task.input_shape(splits), task.head(splits),
-                         config.hyperparameters(exp))
+                         config.hyperparameters(exp), dtype=task.input_dtype)
     compile_model(model, task, training, steps_per_epoch)
     model.summary(print_fn=log.info)
 
@@ -124,15 +125,17 @@ def fit(context: stage.Context) -> dict[str, float]:
             metrics = {"epochs_run": len(losses) if gradient else 0, "best_epoch": best + 1 if gradient else 0,
                        "best_val_loss": float(history["val_loss"][best]),
                        "num_parameters": int(model.count_params())}
-            timings = {"train_seconds": round(seconds, 3), "seconds_per_epoch": round(seconds / len(losses), 3)}
-            if not gradient:
-                del timings["seconds_per_epoch"]
+            timings = {"train_seconds": round(seconds, 3)}
+            if gradient:
+                timings["seconds_per_epoch"] = round(seconds / len(losses), 3)
             runtime.write_json(out / "metrics.json", metrics)
             runtime.write_json(out / paths.TIMINGS, timings)
             mlflow.log_metrics({**metrics, **timings})
             mlflow.log_artifact(str(out / "learning_curves.png"), "plots")
             mlflow.log_artifact(str(out / "history.csv"), "history")
-            example = next(iter(val_ds.take(1)))[0].numpy()[:2]
+            example = tf.nest.map_structure(lambda x: x.numpy()[:2], next(iter(val_ds.take(1)))[0])
+            if isinstance(example, tuple):   # several inputs (seq2seq): by the model's input names
+                example = {i.name: x for i, x in zip(model.inputs, example)}
             tracking.log_keras_model(model, example)
     log.info("trained %s in %.1f s (%d epochs)", name, seconds, len(losses))
     return {**metrics, **timings}

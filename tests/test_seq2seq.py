@@ -1,6 +1,9 @@
-"""Encoder–decoder (work in progress): the addition builder, decoding, step models."""
+"""Encoder–decoder and language model: the addition and fortunes builders, decoding, step
+models, and both tasks through the train, evaluate and export stages and the edge runner."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -40,19 +43,21 @@ def test_encode_decode_round_trip_and_refuse_overlong_text():
         encode("1234", 3)
 
 
-def _model(cell):
+def _model(cell, reverse_source=False):
     model = models.build("seq2seq", (7,), Head(len(VOCABULARY), per_step=True),
-                         {"cell": cell, "units": 16, "layers": 2, "embedding_dim": 8})
+                         {"cell": cell, "units": 16, "layers": 2, "embedding_dim": 8,
+                          "reverse_source": reverse_source}, dtype="int32")
     rng = np.random.default_rng(0)
     model.set_weights([w + rng.normal(0, 0.3, w.shape).astype(w.dtype) for w in model.get_weights()])
     return model
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_greedy_decoding_with_step_models_is_the_full_model_fed_its_own_outputs(cell):
-    model = _model(cell)
+@pytest.mark.parametrize("cell,reverse", [("lstm", False), ("gru", True)])
+def test_greedy_decoding_with_step_models_is_the_full_model_fed_its_own_outputs(cell, reverse):
+    model = _model(cell, reverse)
     source = np.stack([encode(q, 7) for q in ("12+7", "999+1", "5+5")])
-    encoder, decoder = seq2seq.step_models(model)
+    parts = seq2seq.step_models(model)
+    encoder, decoder = parts["encoder"], parts["decoder"]
     greedy = seq2seq.greedy_decode(encoder, decoder, source, 5)
     for i in range(len(source)):
         tokens = [seq2seq.START]
@@ -67,9 +72,20 @@ def test_greedy_decoding_with_step_models_is_the_full_model_fed_its_own_outputs(
     assert np.array_equal(seq2seq.beam_decode(encoder, decoder, source, 5, beam_width=1), greedy)
 
 
+def test_reversing_the_source_changes_what_the_encoder_reads():
+    forward, backward = _model("lstm"), _model("lstm", reverse_source=True)
+    backward.set_weights(forward.get_weights())
+    source = np.stack([encode("12+7", 7)])
+    decoder_input = np.array([[seq2seq.START, 4, 5, 0, 0]], np.int32)
+    flipped = np.stack([encode("7+21", 7)])
+    np.testing.assert_allclose(backward.predict([source, decoder_input], verbose=0),
+                               forward.predict([flipped, decoder_input], verbose=0), atol=1e-6)
+    assert not np.allclose(forward.predict([source, decoder_input], verbose=0),
+                           forward.predict([flipped, decoder_input], verbose=0), atol=1e-3)
+
+
 def test_step_models_convert_to_builtin_tflite_ops():
-    encoder, decoder = seq2seq.step_models(_model("lstm"), batch_size=1)
-    for part in (encoder, decoder):
+    for part in seq2seq.step_models(_model("lstm", reverse_source=True), batch_size=1).values():
         converter = tf.lite.TFLiteConverter.from_keras_model(part)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         assert len(converter.convert()) > 0
@@ -100,3 +116,109 @@ def test_fortunes_split_by_text_and_windows_shift_by_one(tmp_path):
     repeated = cookies[250:300]   # in both files, so held out or kept together
     assert any(held_out(c) for c in cookies) and not all(held_out(c) for c in cookies)
     assert all(fortunes.count(c) == 2 for c in repeated)
+
+
+# --- both token tasks through the stages and the edge runner ------------------------------
+
+TOKEN_EXPERIMENTS = {
+    "add_lstm": {"architecture": "seq2seq", "dataset": "addition", "seed": 2,
+                 "hyperparameters": {"units": 32, "reverse_source": True},
+                 "training": {"epochs": 6, "batch_size": 32, "learning_rate": 0.01, "clipnorm": 1.0},
+                 "export": {"variants": ["float32", "float16"], "latency_runs": 3, "parity_examples": 60}},
+    "lm_gru": {"architecture": "rnn_lm", "dataset": "fortunes", "seed": 2,
+               "hyperparameters": {"cell": "gru", "units": 24, "embedding_dim": 8},
+               "training": {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "clipnorm": 1.0},
+               "export": {"variants": ["float32", "dynamic_range"], "latency_runs": 3, "parity_examples": 4}},
+}
+
+
+def _write_fortunes(folder, n=300):
+    folder.mkdir(parents=True)
+    cookies = [f"Fortune {i}: a stitch in time saves {i % 9}.\n\t\t-- Anon" for i in range(n)]
+    (folder / "fortunes").write_text("\n%\n".join(cookies) + "\n%\n")
+
+
+@pytest.fixture
+def token_params(workspace, monkeypatch, tmp_path):
+    from pipelines import config, datasets, paths
+
+    monkeypatch.setattr(ArchlabAddition, "SPLITS", {"train": 3000, "test": 300})
+    raw = tmp_path / "raw"
+    _write_fortunes(raw / "fortunes")
+    datasets.prepare("addition", data_dir=paths.TFDS_DIR)
+    datasets.prepare("fortunes", data_dir=paths.TFDS_DIR, raw_dir=raw)
+    from tests.conftest import tiny_params
+    return config.validate(tiny_params(("addition", "fortunes"), **TOKEN_EXPERIMENTS))
+
+
+def test_seq2seq_trains_evaluates_and_exports_step_models_the_edge_runner_decodes(token_params, capsys):
+    import json
+
+    from edge import runner
+    from pipelines import evaluate, export, paths, train
+
+    train.train("add_lstm", token_params)
+    metrics = evaluate.evaluate("add_lstm", token_params)
+    assert 0 <= metrics["test_exact_match"] <= metrics["test_char_accuracy"] <= 1
+    assert metrics["test_char_accuracy"] > 0.2   # two epochs learn the leading digits at least
+    table = (paths.eval_dir("add_lstm") / "predictions.csv").read_text().splitlines()
+    assert table[0] == "question,answer,predicted,correct" and len(table) == 301
+    assert (paths.eval_dir("add_lstm") / "plots" / "exact_match_by_length.png").exists()
+
+    exported = export.export("add_lstm", token_params)
+    assert exported["tflite_float32_max_abs_diff"] <= 1e-4
+    assert exported["tflite_float32_greedy_agreement"] == 1.0
+    assert exported["keras_exact_match"] == pytest.approx(
+        np.mean([row.endswith(",True") for row in table[1:61]]))
+    folder = paths.export_dir("add_lstm") / "tflite"
+    assert sorted(f.name for f in folder.iterdir()) == [
+        "float16_decoder.tflite", "float16_encoder.tflite", "float32_decoder.tflite",
+        "float32_encoder.tflite", "generation.json"]
+    spec = json.loads((folder / "generation.json").read_text())
+    assert spec["vocabulary"] == VOCABULARY and spec["source_length"] == 7
+
+    questions = [row.split(",")[0] for row in table[1:11]]
+    keras_answers = [row.split(",")[2] for row in table[1:11]]
+    capsys.readouterr()
+    assert runner.main(["generate", str(folder), *questions]) == 0
+    assert capsys.readouterr().out.splitlines() == keras_answers
+    assert runner.main(["generate", str(folder), "12*3"]) == 1
+    assert "outside the vocabulary" in capsys.readouterr().err
+
+
+def test_language_model_reports_bpc_against_unigram_and_writes_samples(token_params, capsys):
+    import mlflow
+
+    from edge import runner
+    from pipelines import evaluate, export, paths, train
+
+    train.train("lm_gru", token_params)
+    metrics = evaluate.evaluate("lm_gru", token_params)
+    assert metrics["test_bpc"] < metrics["baseline_bpc"] < np.log2(len(token_params.experiments) and 98)
+    assert metrics["test_bpc"] == pytest.approx(metrics["test_loss"] / np.log(2), rel=1e-3)
+    samples = (paths.eval_dir("lm_gru") / "plots" / "samples.txt").read_text()
+    assert samples.count("=== temperature 0.5") == 3 and samples.count("=== temperature 1.0") == 3
+    assert (paths.eval_dir("lm_gru") / "plots" / "bpc_by_position.png").exists()
+    run_id = json.loads((paths.train_dir("lm_gru") / "run.json").read_text())["run_id"]
+    logged = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "text")]
+    assert logged == ["text/samples.txt"]
+
+    exported = export.export("lm_gru", token_params)
+    assert exported["tflite_float32_max_abs_diff"] <= 1e-4
+    assert abs(exported["tflite_float32_bpc_delta"]) < 1e-3
+    folder = paths.export_dir("lm_gru") / "tflite"
+    assert sorted(f.name for f in folder.iterdir()) == [
+        "dynamic_range_decoder.tflite", "float32_decoder.tflite", "generation.json"]
+    capsys.readouterr()
+    assert runner.main(["generate", str(folder), "--max-length", "40", "Fortune"]) == 0
+    out = capsys.readouterr().out
+    assert len(out) >= 40
+
+
+def test_step_architectures_refuse_int8_in_params():
+    from pipelines import config
+    from tests.conftest import tiny_params
+
+    bad = {**TOKEN_EXPERIMENTS["add_lstm"], "export": {"variants": ["float32", "int8"]}}
+    with pytest.raises(config.ParamsError, match="add_lstm.export.variants: 'seq2seq' exports step models"):
+        config.validate(tiny_params(("addition",), add_lstm=bad))

@@ -4,7 +4,8 @@ A dataset name in `params.yaml` is one of
 
 - an embedded dataset built offline from `data/<name>/` (`make data` fetches it):
   `digits`, `fashion_mnist`, `japanese_vowels`, `santafe_laser`;
-- a generated one: `mackey_glass`, or with its sequence length T as the config: `adding_problem/t100`,
+- `fortunes` (Debian's fortune cookies, for character language models);
+- a generated one: `mackey_glass`, `addition` (integer addition as text), or with its sequence length T as the config: `adding_problem/t100`,
   `copy_task/t50` (any T >= 2);
 - `tfds/<catalog name>` (`tfds/fashion_mnist`, `tfds/mnist`, ...: downloaded by TFDS,
   online machines only).
@@ -27,6 +28,7 @@ from pipelines import paths
 from pipelines.datasets.builders import ArchlabDigits, ArchlabFashionMnist, RawDataError
 from pipelines.datasets.sequences import (ArchlabAddingProblem, ArchlabCopyTask, ArchlabJapaneseVowels,
                                           ArchlabMackeyGlass, ArchlabSantaFeLaser, length_config)
+from pipelines.datasets.text import ArchlabAddition, ArchlabFortunes
 
 CATALOG_PREFIX = "tfds/"
 EMBEDDED: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -37,8 +39,10 @@ EMBEDDED: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "mackey_glass": ArchlabMackeyGlass,
     "adding_problem": ArchlabAddingProblem,
     "copy_task": ArchlabCopyTask,
+    "addition": ArchlabAddition,
+    "fortunes": ArchlabFortunes,
 }
-GENERATED = {"adding_problem", "copy_task", "mackey_glass"}   # no raw data
+GENERATED = {"adding_problem", "copy_task", "mackey_glass", "addition"}   # no raw data
 WITH_LENGTH = {"adding_problem", "copy_task"}   # T is the config: adding_problem/t100
 
 __all__ = ["CATALOG_PREFIX", "EMBEDDED", "GENERATED", "RawDataError", "Splits", "builder",
@@ -173,6 +177,11 @@ class Splits:
         if isinstance(target, tfds.features.Sequence):
             target = target.feature
         return list(target.names) if isinstance(target, tfds.features.ClassLabel) else None
+
+    @property
+    def vocabulary(self) -> list[str] | None:
+        """The tokens by id of a token dataset (addition, fortunes); None otherwise."""
+        return list(getattr(self.builder, "VOCABULARY", None) or []) or None
 
 
 def load(name: str, validation_percent: int, data_dir: Path | None = None) -> Splits:

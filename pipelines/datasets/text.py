@@ -1,4 +1,7 @@
-"""TFDS builders of ours for token sequences (work in progress for the seq2seq issue).
+"""TFDS builders of ours for token sequences: the seq2seq and language-modelling datasets.
+
+Each builder's `VOCABULARY` lists its tokens by id (what the task, the report and the edge
+runner decode with).
 
 - `ArchlabAddition`: integer addition as text, "535+61" -> "596": operands of 1 to
   `DIGITS` digits (the digit count drawn uniformly first, as in the Keras addition
@@ -52,6 +55,7 @@ class ArchlabAddition(tfds.core.GeneratorBasedBuilder):
     """Integer addition as text: question "a+b" -> answer "a+b's value"."""
 
     ARCHLAB_TASK = "sequence_to_sequence"
+    VOCABULARY = VOCABULARY
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "50,000 / 5,000 disjoint questions, operands of 1-3 digits."}
     DIGITS = 3
@@ -134,6 +138,7 @@ class ArchlabFortunes(tfds.core.GeneratorBasedBuilder):
     """Debian's fortunes as character windows for a language model."""
 
     ARCHLAB_TASK = "language_modelling"
+    VOCABULARY = CHARACTERS
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "fortunes 1:1.99.1-7.3 and fortunes-min; windows of 100 characters."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `make data`: it extracts the fortune files into data/fortunes/."
@@ -146,8 +151,7 @@ class ArchlabFortunes(tfds.core.GeneratorBasedBuilder):
                         "characters -> the next character at each step.",
             features=tfds.features.FeaturesDict({
                 "window": tfds.features.Tensor(shape=(self.WINDOW,), dtype=np.int32),
-                "target": tfds.features.Sequence(tfds.features.ClassLabel(names=CHARACTERS),
-                                                 length=self.WINDOW),
+                "target": tfds.features.Tensor(shape=(self.WINDOW,), dtype=np.int32),
                 "position": np.int32,   # the window's first character in the split's text
             }),
             supervised_keys=("window", "target"),

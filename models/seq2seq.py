@@ -30,6 +30,8 @@ Hyperparameters (both architectures):
     embedding_dim:  width of the token embedding (shared by encoder and decoder inputs).
     dropout_rate:   dropout on each recurrent layer's inputs while training.
     reverse_source: (seq2seq) the encoder reads the source last token first.
+    beam_width:     (seq2seq) 1: greedy decoding only; more: the evaluation also decodes with
+                    a beam search of that width (test_exact_match_beam).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class LanguageModelParams(Hyperparameters):
 
 class Seq2SeqParams(LanguageModelParams):
     reverse_source: bool = False
+    beam_width: int = Field(default=1, ge=1)
 
 
 @keras.saving.register_keras_serializable("archlab")
@@ -147,6 +150,19 @@ def step_models(model: keras.Model, batch_size: int | None = None) -> dict[str, 
     return parts
 
 
+def read(model: keras.Model, tokens: np.ndarray) -> np.ndarray:
+    """A language model reading one text `tokens` (T,) in a single pass from a zero state:
+    the next-token probabilities after each token, (T, V)."""
+    embedding = model.get_layer("embedding")
+    decoders = sorted((l for l in model.layers if isinstance(l, tuple(CELLS.values()))), key=lambda l: l.name)
+    text = keras.Input(shape=(None,), dtype="int32", batch_size=1, name="text")
+    y = embedding(text)
+    for layer in decoders:
+        y, *_ = layer(y)
+    stream = keras.Model(text, model.get_layer("outputs")(y), name="stream")
+    return _numpy(stream(np.asarray(tokens, np.int32)[None], training=False))[0][0]
+
+
 def zero_states(decoder: keras.Model, batch: int) -> list[np.ndarray]:
     """The initial state of a language model: zeros for each of the decoder's state inputs."""
     return [np.zeros((batch, i.shape[-1]), np.float32) for i in decoder.inputs[1:]]
@@ -172,30 +188,37 @@ def greedy_decode(encoder, decoder, source: np.ndarray, max_length: int) -> np.n
 
 def beam_decode(encoder, decoder, source: np.ndarray, max_length: int, beam_width: int) -> np.ndarray:
     """Beam search: keep the `beam_width` most probable partial outputs (sum of log
-    probabilities) at each step; a hypothesis ends at END. One source at a time."""
-    results = np.full((len(source), max_length), PAD, np.int32)
+    probabilities) at each step, every source at once; a hypothesis that has emitted END
+    keeps its score and competes with the others. The best one per source, (B, max_length)
+    padded like `greedy_decode` (a width of 1 is greedy decoding)."""
+    n, w = len(source), beam_width
+    states = [np.repeat(s, w, axis=0) for s in _numpy(encoder.predict(source, batch_size=1024, verbose=0))]
     step = _compiled(decoder)
-    for i in range(len(source)):
-        states = _numpy(encoder(source[i:i + 1]))
-        beams = [(0.0, [], states)]
-        finished = []
-        for _ in range(max_length):
-            candidates = []
-            for score, tokens, beam_states in beams:
-                previous = np.array([[tokens[-1] if tokens else START]], np.int32)
-                probabilities, *next_states = step(previous, beam_states)
-                log_p = np.log(probabilities[0] + 1e-12)
-                for token in np.argsort(log_p)[::-1][:beam_width]:
-                    candidates.append((score + float(log_p[token]), tokens + [int(token)], next_states))
-            candidates.sort(key=lambda c: -c[0])
-            beams = []
-            for candidate in candidates[:beam_width]:
-                (finished if candidate[1][-1] == END else beams).append(candidate)
-            if not beams:
-                break
-        best = max(finished or beams, key=lambda c: c[0])[1]
-        results[i, :len(best)] = best
-    return results
+    scores = np.full((n, w), -np.inf)
+    scores[:, 0] = 0.0   # one live hypothesis to start with
+    tokens = np.full((n, w, max_length), PAD, np.int32)
+    done = np.zeros((n, w), bool)
+    previous = np.full((n * w, 1), START, np.int32)
+    for t in range(max_length):
+        probabilities, *states = step(previous, states)
+        log_p = np.log(probabilities.reshape(n, w, -1).astype(np.float64) + 1e-12)
+        vocabulary = log_p.shape[-1]
+        log_p[done] = -np.inf      # a finished hypothesis only continues with padding, at no cost
+        log_p[done, PAD] = 0.0
+        flat = (scores[:, :, None] + log_p).reshape(n, w * vocabulary)
+        best = np.argsort(-flat, axis=1, kind="stable")[:, :w]
+        origin, token = best // vocabulary, (best % vocabulary).astype(np.int32)
+        scores = np.take_along_axis(flat, best, axis=1)
+        was_done = np.take_along_axis(done, origin, axis=1)
+        tokens = np.take_along_axis(tokens, origin[:, :, None], axis=1)
+        tokens[:, :, t] = np.where(was_done, PAD, token)
+        done = was_done | (token == END)
+        rows = (np.arange(n)[:, None] * w + origin).ravel()
+        states = [s[rows] for s in states]
+        previous = token.reshape(-1, 1)
+        if done.all():
+            break
+    return tokens[np.arange(n), np.argmax(scores, axis=1)]
 
 
 def _numpy(outputs) -> list[np.ndarray]:

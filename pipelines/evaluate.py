@@ -44,7 +44,8 @@ def score(context: stage.Context, model) -> dict[str, float]:
     with runtime.atomic_dir(context.eval_dir) as out:
         (out / "plots").mkdir()
         figures = task.plot(outputs, y_test, names, out / "plots", inputs=x_test)
-        generated, more = task.generation(model, splits, out / "plots")
+        generated, more = task.generation(model, splits, x_test, y_test, out / "plots",
+                                          config.hyperparameters(context.experiment))
         metrics.update(generated)
         figures += more
         task.table(outputs, y_test, names, inputs=x_test).to_csv(out / "predictions.csv", index=False)

@@ -195,8 +195,11 @@ class StepModels:
             if part is not None:
                 _check_builtin(part, files[-1])
         sources, tokens = x if isinstance(x, tuple) else (None, x)
-        forced = np.stack([generator.teacher_forced(None if sources is None else sources[i], tokens[i])
-                           for i in tqdm(range(len(tokens)), desc=desc, unit="ex", leave=False)])
+        if task.stream:   # consecutive pieces of one text, read as one
+            forced = generator.teacher_forced(None, tokens.reshape(-1)).reshape(tokens.shape + (-1,))
+        else:
+            forced = np.stack([generator.teacher_forced(None if sources is None else sources[i], tokens[i])
+                               for i in tqdm(range(len(tokens)), desc=desc, unit="ex", leave=False)])
         return task.edge_predict(generator, x, forced), float(np.max(np.abs(forced - reference)))
 
     @staticmethod
@@ -237,8 +240,10 @@ def export(name: str, params: config.Params) -> dict[str, float]:
     edge = edge_export(model, exp, task, splits)
     representative, _ = tasks.arrays(splits.train, task, limit=settings.representative_examples)
     x_test, y_test = tasks.arrays(splits.test, task, limit=settings.parity_examples)
-    reference = model.predict(x_test, batch_size=256, verbose=0)
-    expected = task.predict(model, x_test) if task.tokens else reference
+    # what the files must compute: the model's outputs (teacher-forced for seq2seq; a
+    # language model reads the windows as one text)
+    reference = task.predict(model, x_test) if task.stream else model.predict(x_test, batch_size=256, verbose=0)
+    expected = task.predict(model, x_test) if task.tokens and not task.stream else reference
     reference_score = task.score(expected, y_test)
     metrics: dict[str, float] = {f"keras_{task.headline}": reference_score,
                                  "parity_examples": int(len(y_test))}

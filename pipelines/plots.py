@@ -135,17 +135,21 @@ def predicted_vs_actual(targets: np.ndarray, predictions: np.ndarray, path: Path
     plt.close(fig)
 
 
-def bpc_by_position(bpc: np.ndarray, baseline: float, path: Path) -> None:
-    """A language model's bits per character at each position of its test windows (each
-    window is read from a zero state: the first characters have little context)."""
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    ax.plot(np.arange(1, len(bpc) + 1), bpc, lw=1.2, label=f"model (mean {bpc.mean():.3f})")
+def bpc_along_text(bpc: np.ndarray, baseline: float, path: Path, smooth: int = 25) -> None:
+    """A language model's bits per character along the held-out text, window by window
+    (and a running mean over `smooth` windows), against the unigram baseline."""
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.plot(np.arange(len(bpc)), bpc, lw=0.5, alpha=0.4, label="per window")
+    if len(bpc) >= smooth:
+        running = np.convolve(bpc, np.ones(smooth) / smooth, mode="valid")
+        ax.plot(np.arange(smooth - 1, len(bpc)), running, lw=1.4, label=f"running mean of {smooth}")
+    ax.axhline(bpc.mean(), color="black", lw=0.8, label=f"model {bpc.mean():.3f}")
     ax.axhline(baseline, color="grey", lw=0.8, ls="--", label=f"unigram {baseline:.3f}")
-    ax.set_xlabel("position in the window (characters read)")
+    ax.set_xlabel("window of the held-out text")
     ax.set_ylabel("bits per character")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -51,9 +51,9 @@ class Task:
     plot: Callable              # (outputs, targets, names, out_dir, inputs) -> list of files
     table: Callable             # (outputs, targets, names, inputs) -> per-example DataFrame
     baselines: Callable = lambda inputs, targets: {}  # reference scores that need no model
-    # Scores that need the model itself (free-running generation): (model, Splits, out_dir)
-    # -> (metrics, figure files)
-    generation: Callable = lambda model, splits, out_dir: ({}, [])
+    # Scores that need the model itself (free-running generation, sampling, beam search):
+    # (model, Splits, test inputs, test targets, out_dir, hyperparameters) -> (metrics, files)
+    generation: Callable = lambda model, splits, x, y, out_dir, hyperparameters: ({}, [])
     # Scores beside the headline: (outputs, targets) -> metrics
     details: Callable = lambda outputs, targets: {}
     # How outputs come from the model: (model, inputs) -> outputs (default: model.predict)
@@ -62,6 +62,8 @@ class Task:
     # edge_predict(generator, inputs, teacher_forced) gives the outputs from TFLite ones
     tokens: bool = False
     edge_predict: Callable | None = None
+    # The examples are consecutive pieces of one text, read as one (language modelling)
+    stream: bool = False
 
     def input_shape(self, splits) -> tuple[int, ...]:
         return tuple(splits.input_feature.shape)
@@ -152,7 +154,7 @@ def free_run(model, windows: np.ndarray, steps: int) -> np.ndarray:
     return np.stack([g.numpy() for g in generated], axis=1)
 
 
-def _free_running(model, splits, out_dir: Path) -> tuple[dict[str, float], list[Path]]:
+def _free_running(model, splits, x, y, out_dir: Path, hyperparameters=None) -> tuple[dict[str, float], list[Path]]:
     """Free-running generation, each output fed back as the next input, from the series:
     `free_run_nrmse_84`, the error at step 84 over trials started every 20 test points
     (sqrt of the mean squared error over trials / std of the test series); and
@@ -228,6 +230,16 @@ def _greedy(model, x) -> np.ndarray:
     return seq2seq.greedy_decode(parts["encoder"], parts["decoder"], x[0], max_length=x[1].shape[1])
 
 
+def _beam(model, splits, x, y, out_dir: Path, hyperparameters=None) -> tuple[dict[str, float], list[Path]]:
+    """With `beam_width` > 1, the test questions decoded by beam search too."""
+    width = getattr(hyperparameters, "beam_width", 1)
+    if width <= 1:
+        return {}, []
+    parts = seq2seq.step_models(model)
+    beam = seq2seq.beam_decode(parts["encoder"], parts["decoder"], x[0], x[1].shape[1], width)
+    return {"test_exact_match_beam": _exact_match(beam, y), "beam_width": width}, []
+
+
 def _edge_greedy(generator, x, teacher_forced) -> np.ndarray:
     source, decoder_input = x
     out = np.full(decoder_input.shape, seq2seq.PAD, np.int32)
@@ -284,15 +296,26 @@ def _unigram(inputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     return {"baseline_bpc": float(-np.sum(p * np.log2(p)))}
 
 
+def _read_text(model, x) -> np.ndarray:
+    """The windows of a split are consecutive pieces of its text: the language model reads
+    them as one text, its state carried from each window into the next (not reset to zero
+    at every window); the probabilities per window, (N, window, V)."""
+    return seq2seq.read(model, x.reshape(-1)).reshape(x.shape + (-1,))
+
+
+def _edge_read_text(generator, x, teacher_forced) -> np.ndarray:
+    return teacher_forced
+
+
 def _lm_table(outputs, targets, vocabulary, inputs=None) -> pd.DataFrame:
     return pd.DataFrame({"bpc": _target_bits(outputs, targets).mean(axis=1),
                          "text": ["".join(vocabulary[i] for i in w) for w in inputs]})
 
 
 def _lm_plots(outputs, targets, vocabulary, out_dir: Path, inputs=None) -> list[Path]:
-    path = out_dir / "bpc_by_position.png"
-    plots.bpc_by_position(_target_bits(outputs, targets).mean(axis=0), _unigram(inputs, targets)["baseline_bpc"],
-                          path)
+    path = out_dir / "bpc_along_text.png"
+    plots.bpc_along_text(_target_bits(outputs, targets).mean(axis=1), _unigram(inputs, targets)["baseline_bpc"],
+                         path)
     return [path]
 
 
@@ -300,7 +323,7 @@ SAMPLE_TEMPERATURES = (0.5, 1.0)
 SAMPLES, SAMPLE_LENGTH, SAMPLE_SEED = 3, 300, 0
 
 
-def _samples(model, splits, out_dir: Path) -> tuple[dict[str, float], list[Path]]:
+def _samples(model, splits, x, y, out_dir: Path, hyperparameters=None) -> tuple[dict[str, float], list[Path]]:
     """Text drawn from the language model at two temperatures, each sample started after a
     newline (a fortune's start), written to `samples.txt`."""
     vocabulary = splits.vocabulary
@@ -316,10 +339,6 @@ def _samples(model, splits, out_dir: Path) -> tuple[dict[str, float], list[Path]
     path = out_dir / "samples.txt"
     path.write_text("\n".join(lines))
     return {}, [path]
-
-
-def _edge_teacher_forced(generator, x, teacher_forced) -> np.ndarray:
-    return teacher_forced
 
 
 _CLASSIFICATION = dict(loss="sparse_categorical_crossentropy", metrics=("accuracy",),
@@ -347,12 +366,12 @@ TASKS = {
                                  metrics=(), headline="exact_match", higher_is_better=True,
                                  preprocess=_teacher_forcing, head=_vocabulary_head, score=_exact_match,
                                  plot=_seq2seq_plots, table=_seq2seq_table, details=_char_accuracy,
-                                 predict=_greedy, tokens=True, edge_predict=_edge_greedy),
+                                 generation=_beam, predict=_greedy, tokens=True, edge_predict=_edge_greedy),
     "language_modelling": Task(name="language_modelling", loss="sparse_categorical_crossentropy",
                                metrics=(), headline="bpc", higher_is_better=False, preprocess=_as_tokens,
                                head=_vocabulary_head, score=bits_per_character, plot=_lm_plots,
-                               table=_lm_table, baselines=_unigram, generation=_samples, tokens=True,
-                               edge_predict=_edge_teacher_forced),
+                               table=_lm_table, baselines=_unigram, generation=_samples, predict=_read_text,
+                               tokens=True, stream=True, edge_predict=_edge_read_text),
 }
 
 

@@ -12,7 +12,8 @@ runner decode with).
   cookies, `data/fortunes/`), for character-level language modelling: each fortune goes
   to the test split when the CRC-32 of its text is 0 mod 10 (so a fortune repeated in
   several files never lands in both splits); each split's fortunes, joined by newlines,
-  are cut into windows of `WINDOW` characters -> the same window one character on.
+  are cut into windows of `WINDOW` characters -> the same window one character on, stored
+  in text order (so the windows of a split, concatenated, are its text).
   Characters: 0 unknown (anything but printable ASCII, newline and tab), 1 newline, 2 tab,
   3.. the printable ASCII characters.
 """
@@ -156,6 +157,7 @@ class ArchlabFortunes(tfds.core.GeneratorBasedBuilder):
             }),
             supervised_keys=("window", "target"),
             homepage="https://packages.debian.org/source/sid/fortune-mod",
+            disable_shuffling=True,   # windows stay in text order: a split reads as one text
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

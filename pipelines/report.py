@@ -38,6 +38,10 @@ def _timings(stage_dir) -> dict:
     return json.loads(path.read_text())
 
 
+# Task-specific evaluation figures shown beside the headline where an experiment has them.
+EXTRA_COLUMNS = {"test_char_accuracy": "char accuracy", "test_exact_match_beam": "exact match (beam)"}
+
+
 def table(params: config.Params) -> pd.DataFrame:
     rows = []
     for name, exp in params.experiments.items():
@@ -56,7 +60,8 @@ def table(params: config.Params) -> pd.DataFrame:
                "higher_is_better": task.higher_is_better,
                "baseline": next((v for k, v in evaluation.items() if k.startswith("baseline_")), NA),
                "baseline_name": next((k for k in evaluation if k.startswith("baseline_")), ""),
-               "free_run": evaluation.get(f"free_run_nrmse_{tasks.HORIZON}", NA)}
+               "free_run": evaluation.get(f"free_run_nrmse_{tasks.HORIZON}", NA),
+               **{column: evaluation.get(key, NA) for key, column in EXTRA_COLUMNS.items()}}
         for variant in config.VARIANTS:
             prefix = f"tflite_{variant}"
             if f"{prefix}_size_bytes" in exported:
@@ -92,6 +97,9 @@ def markdown(frame: pd.DataFrame) -> str:
             view[group["baseline_name"].iloc[0]] = group["baseline"].map(_fmt("{:.4f}"))
         if group["free_run"].notna().any():
             view[f"free_run_nrmse_{tasks.HORIZON}"] = group["free_run"].map(_fmt("{:.4f}"))
+        for column in EXTRA_COLUMNS.values():
+            if column in group and group[column].notna().any():
+                view[column] = group[column].map(_fmt("{:.4f}"))
         seconds = pd.to_numeric(group["train_seconds"], errors="coerce")
         view = view.assign(**{
             "params": group["parameters"],

@@ -37,7 +37,7 @@ BAD = [
     ("experiments.mlp.architecture", "transformer",
      r"experiments\.mlp\.architecture: unknown architecture 'transformer'; known: bi_gru, bi_lstm, .*cnn, .*mlp"),
     ("experiments.mlp.dataset", "cifar",
-     r"experiments\.mlp\.dataset: unknown dataset 'cifar'; embedded: adding_problem/t<T>, copy_task/t<T>, digits, fashion_mnist"),
+     r"experiments\.mlp\.dataset: unknown dataset 'cifar'; embedded: adding_problem/t<T>, addition, copy_task/t<T>, digits, fashion_mnist, fortunes"),
     ("datasets", ["digits", "imagenet"], r"datasets: unknown dataset 'imagenet'"),
     ("experiments.mlp.training.epochs", "ten",
      r"experiments\.mlp\.training\.epochs: Input should be a valid integer.*'ten'"),

@@ -160,7 +160,8 @@ def read(model: keras.Model, tokens: np.ndarray) -> np.ndarray:
     for layer in decoders:
         y, *_ = layer(y)
     stream = keras.Model(text, model.get_layer("outputs")(y), name="stream")
-    return _numpy(stream(np.asarray(tokens, np.int32)[None], training=False))[0][0]
+    # predict runs a compiled graph; an eager call would step the recurrent loop in Python
+    return stream.predict(np.asarray(tokens, np.int32)[None], batch_size=1, verbose=0)[0]
 
 
 def zero_states(decoder: keras.Model, batch: int) -> list[np.ndarray]:

@@ -66,7 +66,7 @@ class Task:
     stream: bool = False
 
     def input_shape(self, splits) -> tuple[int, ...]:
-        return tuple(splits.input_feature.shape)
+        return splits.input_shape
 
     @property
     def input_dtype(self) -> str:

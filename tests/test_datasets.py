@@ -112,3 +112,33 @@ def test_dataset_names():
     datasets.check_name("tfds/cifar10")
     with pytest.raises(ValueError, match=r"or a TFDS catalog name as 'tfds/<name>'"):
         datasets.check_name("tfds/")
+
+
+def test_catalog_text_corpus_becomes_character_windows_in_text_order(tmp_path):
+    """`tfds/tiny_shakespeare` (online: one example holding each split's text) is cut into
+    windows like the fortunes; under mock_data the texts are ours."""
+    import tensorflow as tf
+
+    from pipelines.datasets.text import CHARACTERS, ArchlabFortunes
+
+    texts = {"train": "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40,
+             "test": "All:\nSpeak, speak.\n" * 30, "validation": "x"}
+
+    def as_dataset(self, split, **kwargs):
+        return tf.data.Dataset.from_tensor_slices({"text": [texts[str(split)]]})
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        splits = datasets.load("tfds/tiny_shakespeare", validation_percent=10, data_dir=tmp_path)
+        task = tasks.get(splits.task)
+        assert splits.task == "language_modelling" and splits.vocabulary == CHARACTERS
+        assert task.input_shape(splits) == (ArchlabFortunes.WINDOW,) and splits.class_names is None
+        parts = {name: tasks.arrays(getattr(splits, name), task) for name in ("train", "validation", "test")}
+    width = ArchlabFortunes.WINDOW
+    assert len(parts["train"][0]) == round((len(texts["train"]) - 1) // width * 90 / 100)
+    for name, source in (("train", texts["train"]), ("test", texts["test"])):
+        windows, targets = parts[name]
+        read = "".join(CHARACTERS[i] for i in windows.reshape(-1))
+        assert read == source[:len(read)]
+        np.testing.assert_array_equal(windows.reshape(-1)[1:], targets.reshape(-1)[:-1])
+    following = "".join(CHARACTERS[i] for i in parts["validation"][0][0])
+    assert following == texts["train"][len(parts["train"][0]) * width:][:width]   # the tail of train

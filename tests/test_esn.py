@@ -214,7 +214,7 @@ def test_a_forecasting_split_reads_back_as_its_series(tfds_dir):
     scaled = (series - series[:boundary].mean()) / series[:boundary].std()
     np.testing.assert_allclose(splits.series("train"), scaled[:boundary], atol=1e-6)
     np.testing.assert_allclose(splits.series("test"), scaled[boundary:], atol=1e-6)
-    assert splits.input_feature.shape == (ArchlabMackeyGlass.WINDOW, 1)
+    assert splits.input_shape == (ArchlabMackeyGlass.WINDOW, 1)
 
 
 # --- through the stages ---------------------------------------------------------------------

@@ -167,7 +167,7 @@ def test_fortunes_split_by_text_and_windows_shift_by_one(tmp_path):
 
 TOKEN_EXPERIMENTS = {
     "add_lstm": {"architecture": "seq2seq", "dataset": "addition", "seed": 2,
-                 "hyperparameters": {"units": 32, "reverse_source": True},
+                 "hyperparameters": {"units": 32, "reverse_source": True, "beam_width": 2},
                  "training": {"epochs": 6, "batch_size": 32, "learning_rate": 0.01, "clipnorm": 1.0},
                  "export": {"variants": ["float32", "float16"], "latency_runs": 3, "parity_examples": 60}},
     "lm_gru": {"architecture": "rnn_lm", "dataset": "fortunes", "seed": 2,
@@ -205,6 +205,7 @@ def test_seq2seq_trains_evaluates_and_exports_step_models_the_edge_runner_decode
     train.train("add_lstm", token_params)
     metrics = evaluate.evaluate("add_lstm", token_params)
     assert 0 <= metrics["test_exact_match"] <= metrics["test_char_accuracy"] <= 1
+    assert 0 <= metrics["test_exact_match_beam"] <= 1 and metrics["beam_width"] == 2
     assert metrics["test_char_accuracy"] > 0.2   # two epochs learn the leading digits at least
     table = (paths.eval_dir("add_lstm") / "predictions.csv").read_text().splitlines()
     assert table[0] == "question,answer,predicted,correct" and len(table) == 301
@@ -266,3 +267,25 @@ def test_step_architectures_refuse_int8_in_params():
     bad = {**TOKEN_EXPERIMENTS["add_lstm"], "export": {"variants": ["float32", "int8"]}}
     with pytest.raises(config.ParamsError, match="add_lstm.export.variants: 'seq2seq' exports step models"):
         config.validate(tiny_params(("addition",), add_lstm=bad))
+
+
+def test_report_lists_both_token_tasks_with_their_columns(token_params):
+    from pipelines import config, evaluate, export, paths, report, train
+
+    doc = token_params.model_dump()
+    doc["experiments"] = {name: doc["experiments"][name] for name in TOKEN_EXPERIMENTS}
+    for name in TOKEN_EXPERIMENTS:
+        doc["experiments"][name]["training"]["epochs"] = 1
+    params = config.validate(doc)
+    for name in TOKEN_EXPERIMENTS:
+        train.train(name, params)
+        evaluate.evaluate(name, params)
+        export.export(name, params)
+    frame = report.report(params)
+    assert set(frame["metric"]) == {"test_exact_match", "test_bpc"}
+    text = (paths.REPORT / "leaderboard.md").read_text()
+    assert "## sequence_to_sequence/addition" in text and "## language_modelling/fortunes" in text
+    assert "char accuracy" in text and "exact match (beam)" in text and "baseline_bpc" in text
+    sizes = frame.set_index("experiment")["float32_size_kb"]
+    files = paths.export_dir("add_lstm") / "tflite"
+    assert sizes["add_lstm"] * 1024 == sum(f.stat().st_size for f in files.glob("float32_*.tflite"))

@@ -8,7 +8,8 @@ A dataset name in `params.yaml` is one of
 - a generated one: `mackey_glass`, `addition` (integer addition as text), or with its sequence length T as the config: `adding_problem/t100`,
   `copy_task/t50` (any T >= 2);
 - `tfds/<catalog name>` (`tfds/fashion_mnist`, `tfds/mnist`, ...: downloaded by TFDS,
-  online machines only).
+  online machines only): image classification sets, and text corpora for language models
+  (`tfds/tiny_shakespeare`, cut into character windows like the fortunes).
 
 Everything downstream sees the same thing: TFDS splits as `tf.data` datasets of
 `(input, target)` pairs (the dataset's supervised keys), its `tfds.core.DatasetInfo`
@@ -28,7 +29,7 @@ from pipelines import paths
 from pipelines.datasets.builders import ArchlabDigits, ArchlabFashionMnist, RawDataError
 from pipelines.datasets.sequences import (ArchlabAddingProblem, ArchlabCopyTask, ArchlabJapaneseVowels,
                                           ArchlabMackeyGlass, ArchlabSantaFeLaser, length_config)
-from pipelines.datasets.text import ArchlabAddition, ArchlabFortunes
+from pipelines.datasets.text import CHARACTERS, ArchlabAddition, ArchlabFortunes, character_windows
 
 CATALOG_PREFIX = "tfds/"
 EMBEDDED: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -137,8 +138,11 @@ def task_of(info: tfds.core.DatasetInfo) -> str:
     if "image" in features and "label" in features and \
             isinstance(features["label"], tfds.features.ClassLabel):
         return "image_classification"
+    if list(features.keys()) == ["text"] and isinstance(features["text"], tfds.features.Text):
+        return "language_modelling"
     raise ValueError(f"dataset {info.name!r} has features {sorted(features.keys())}; "
-                     "archlab handles catalog datasets of image + label (image_classification)")
+                     "archlab handles catalog datasets of image + label (image_classification) "
+                     "and of text alone (language_modelling, e.g. tfds/tiny_shakespeare)")
 
 
 def task(name: str) -> str:
@@ -156,6 +160,7 @@ class Splits:
     info: tfds.core.DatasetInfo
     task: str
     builder: tfds.core.DatasetBuilder | None = None
+    tokens: list[str] | None = None   # a token dataset's vocabulary, if not the builder's
 
     def series(self, split: str) -> np.ndarray:
         """A whole forecasting split ('train' or 'test') as the contiguous series its
@@ -167,12 +172,16 @@ class Splits:
         return np.concatenate([examples[0]["window"][:, 0], [e["target"] for e in examples]])
 
     @property
-    def input_feature(self) -> tfds.features.FeatureConnector:
-        return self.info.features[self.info.supervised_keys[0]]
+    def input_shape(self) -> tuple:
+        if self.info.supervised_keys is None:   # windows cut from a catalog text
+            return tuple(self.train.element_spec[0].shape)
+        return tuple(self.info.features[self.info.supervised_keys[0]].shape)
 
     @property
     def class_names(self) -> list[str] | None:
         """The target's class names (per step for sequence targets); None for real targets."""
+        if self.info.supervised_keys is None:
+            return None
         target = self.info.features[self.info.supervised_keys[1]]
         if isinstance(target, tfds.features.Sequence):
             target = target.feature
@@ -181,7 +190,7 @@ class Splits:
     @property
     def vocabulary(self) -> list[str] | None:
         """The tokens by id of a token dataset (addition, fortunes); None otherwise."""
-        return list(getattr(self.builder, "VOCABULARY", None) or []) or None
+        return self.tokens or list(getattr(self.builder, "VOCABULARY", None) or []) or None
 
 
 def load(name: str, validation_percent: int, data_dir: Path | None = None) -> Splits:
@@ -192,8 +201,25 @@ def load(name: str, validation_percent: int, data_dir: Path | None = None) -> Sp
     elif not Path(b.data_dir).exists():
         raise FileNotFoundError(f"dataset {name!r} is not prepared in {b.data_dir}; "
                                 "run the prepare stage (`dvc repro prepare`)")
+    if _embedded(name) is None and task_of(b.info) == "language_modelling":
+        return _catalog_text(b, validation_percent)
     keep = 100 - validation_percent
     train, validation, test = b.as_dataset(
         split=[f"train[:{keep}%]", f"train[{keep}%:]", "test"],
         as_supervised=True, shuffle_files=False)
     return Splits(train, validation, test, b.info, getattr(b, "ARCHLAB_TASK", None) or task_of(b.info), b)
+
+
+def _catalog_text(b: tfds.core.DatasetBuilder, validation_percent: int) -> Splits:
+    """A catalog text corpus (`tfds/tiny_shakespeare`: each split one text) as the fortunes
+    are: character windows of `ArchlabFortunes.WINDOW` -> the next characters, in text
+    order; validation is the tail of the training text."""
+    def windows(split: str):
+        texts = [e["text"].decode("utf-8") for e in b.as_dataset(split=split, shuffle_files=False).as_numpy_iterator()]
+        return character_windows("\n".join(texts), ArchlabFortunes.WINDOW)
+
+    (train_x, train_y), test = windows("train"), windows("test")
+    keep = round(len(train_x) * (100 - validation_percent) / 100)
+    return Splits(tf.data.Dataset.from_tensor_slices((train_x[:keep], train_y[:keep])),
+                  tf.data.Dataset.from_tensor_slices((train_x[keep:], train_y[keep:])),
+                  tf.data.Dataset.from_tensor_slices(test), b.info, "language_modelling", b, CHARACTERS)

@@ -135,6 +135,14 @@ def characters(text: str) -> np.ndarray:
     return np.array([_CHARACTER_INDEX.get(c, 0) for c in text], np.int32)
 
 
+def character_windows(text: str, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A text cut into consecutive windows of `width` character ids -> the same windows one
+    character on, (N, width) each; the last partial window is dropped."""
+    ids = characters(text)
+    n = max((len(ids) - 1) // width, 0)
+    return ids[:n * width].reshape(n, width), ids[1:n * width + 1].reshape(n, width)
+
+
 class ArchlabFortunes(tfds.core.GeneratorBasedBuilder):
     """Debian's fortunes as character windows for a language model."""
 
@@ -166,7 +174,6 @@ class ArchlabFortunes(tfds.core.GeneratorBasedBuilder):
                 "test": self._generate_examples([f for f in fortunes if held_out(f)])}
 
     def _generate_examples(self, fortunes: list[str]):
-        ids = characters("\n".join(fortunes) + "\n")
-        for i, start in enumerate(range(0, len(ids) - self.WINDOW - 1 + 1, self.WINDOW)):
-            yield i, {"window": ids[start:start + self.WINDOW],
-                      "target": ids[start + 1:start + self.WINDOW + 1], "position": start}
+        windows, targets = character_windows("\n".join(fortunes) + "\n", self.WINDOW)
+        for i, (window, target) in enumerate(zip(windows, targets)):
+            yield i, {"window": window, "target": target, "position": i * self.WINDOW}

@@ -152,22 +152,19 @@ def build_vanilla(inputs: keras.KerasTensor, head: Head, params: VanillaParams) 
 
 
 @register("deep_autoencoder", hyperparameters=DeepParams, tasks=RECONSTRUCTION)
-def build_deep(inputs: keras.KerasTensor, head: Head, params: DeepParams) -> keras.Model:
+def build_deep(inputs: keras.KerasTensor, head: Head, params: DeepParams,
+               noise: layers.Layer | None = None) -> keras.Model:
     """Deep autoencoder: stacked dense encoder, linear code, mirrored decoder."""
     shape = _check_head(inputs, head)
     encoder, decoder = _dense_halves(shape, head, params.code_size, params.hidden_units, params.activation,
                                      inputs.shape[0])
-    return _assemble(inputs, encoder, decoder, "deep_autoencoder")
+    return _assemble(inputs, encoder, decoder, "denoising_autoencoder" if noise else "deep_autoencoder", noise)
 
 
 @register("denoising_autoencoder", hyperparameters=DenoisingParams, tasks=RECONSTRUCTION)
 def build_denoising(inputs: keras.KerasTensor, head: Head, params: DenoisingParams) -> keras.Model:
     """Denoising autoencoder: the deep one, its input corrupted while training."""
-    shape = _check_head(inputs, head)
-    encoder, decoder = _dense_halves(shape, head, params.code_size, params.hidden_units, params.activation,
-                                     inputs.shape[0])
-    noise = InputNoise(params.noise, params.noise_level, seed=1, name="noise")
-    return _assemble(inputs, encoder, decoder, "denoising_autoencoder", noise)
+    return build_deep(inputs, head, params, InputNoise(params.noise, params.noise_level, seed=1, name="noise"))
 
 
 @register("conv_autoencoder", hyperparameters=ConvParams, tasks=RECONSTRUCTION)

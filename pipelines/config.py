@@ -74,6 +74,9 @@ class Experiment(Strict):
     architecture: str
     dataset: str
     seed: int = Field(ge=0)
+    # the task, where the dataset serves more than its own (`reconstruction` of an image
+    # dataset's images by an autoencoder); default: the dataset's
+    task: Optional[str] = None
     hyperparameters: dict      # may be {}: the architecture's defaults
     training: Training
     export: Export             # may be {}: the defaults below
@@ -169,7 +172,12 @@ def validate(raw: object, source: str = "params.yaml") -> Params:
             arch.hyperparameters.model_validate(exp.hyperparameters)
         except ValidationError as e:
             raise ParamsError(f"{source}: {_one_line(e, where + '.hyperparameters')}") from None
-        task = datasets.static_task(exp.dataset)
+        native = datasets.static_task(exp.dataset)
+        if exp.task is not None and exp.task != native and exp.task not in datasets.ALSO.get(native, ()):
+            serves = [t for t in (native, *datasets.ALSO.get(native, ())) if t]
+            raise ParamsError(f"{source}: {where}.task: dataset {exp.dataset!r} does not serve {exp.task!r}; "
+                              f"it serves {', '.join(serves) or 'its catalog task'}")
+        task = exp.task or native
         if task is not None and task not in arch.tasks:
             raise ParamsError(f"{source}: {where}.architecture: {exp.architecture!r} does not do "
                               f"{task} (dataset {exp.dataset!r}); it does {', '.join(arch.tasks)}")
@@ -227,3 +235,8 @@ def experiment(params: Params, name: str) -> Experiment:
     except KeyError:
         raise ParamsError(f"unknown experiment {name!r}; params.yaml has "
                           f"{', '.join(sorted(params.experiments))}") from None
+
+
+def task_name(exp: Experiment) -> str:
+    """The experiment's task: its own `task`, else its dataset's."""
+    return exp.task or datasets.task(exp.dataset)

@@ -172,6 +172,22 @@ def exact_match_by_length(lengths: np.ndarray, correct: np.ndarray, path: Path) 
     plt.close(fig)
 
 
+def image_rows(rows: dict[str, np.ndarray], path: Path) -> None:
+    """Rows of images (N, H, W, 1) in [0, 1], one row per entry, titled by its key."""
+    n = max(len(images) for images in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 1.25 * len(rows)), squeeze=False)
+    for r, (title, images) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c < len(images):
+                ax.imshow(images[c][..., 0], cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title(title, fontsize=8, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def mse_vs_length(results: pd.DataFrame, baseline: float, path: Path) -> None:
     """The long-term dependency study: test MSE against T, one line per cell and clipping
     setting (solid: clipped, dashed: not), the no-memory baseline drawn across."""

@@ -17,7 +17,7 @@ import logging
 import mlflow
 import pandas as pd
 
-from pipelines import config, datasets, paths, plots, runtime, study, tasks, tracking
+from pipelines import config, paths, plots, runtime, study, tasks, tracking
 
 log = logging.getLogger("archlab.report")
 NA = float("nan")
@@ -48,7 +48,7 @@ def table(params: config.Params) -> pd.DataFrame:
         evaluation = _read(paths.eval_dir(name) / "metrics.json")
         exported = _read(paths.export_dir(name) / "metrics.json")
         trained = _read(paths.train_dir(name) / "metrics.json")
-        task = tasks.get(datasets.task(exp.dataset))
+        task = tasks.get(config.task_name(exp))
         trained.update(_timings(paths.train_dir(name)))
         exported.update(_timings(paths.export_dir(name)))
         metric = f"test_{task.headline}"

@@ -14,6 +14,8 @@ that need no model, and the task's plots.
     sequence_to_sequence     tokens -> tokens (seq2seq)   test_exact_match (greedy decoding),
                                                           test_char_accuracy
     language_modelling       text -> next character       test_bpc, baseline_bpc (unigram)
+    reconstruction           image -> the same image      test_reconstruction_mse,
+                             (autoencoders)               test_noisy_reconstruction_mse
 
 The two token tasks train with teacher forcing (the decoder reads the true previous token)
 and generate through step models (`models.seq2seq.step_models`): `predict` is how the
@@ -205,6 +207,52 @@ def _no_plots(outputs, targets, class_names, out_dir: Path, inputs=None) -> list
     return []
 
 
+# --- reconstruction: autoencoders ---------------------------------------------------------
+
+def _autoencode(image, label):
+    """An image as the model's input and its target alike, scaled to [0, 1]."""
+    x = tf.cast(image, tf.float32) / 255.0
+    return x, x
+
+
+def _pixels_head(splits) -> Head:
+    return Head(int(np.prod(splits.input_shape)), activation="sigmoid")
+
+
+def _per_image_mse(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    return np.mean((outputs.reshape(len(targets), -1) - targets.reshape(len(targets), -1)) ** 2, axis=1)
+
+
+def _reconstruction_mse(outputs: np.ndarray, targets: np.ndarray) -> float:
+    return float(np.mean(_per_image_mse(outputs, targets)))
+
+
+def _reconstruction_table(outputs, targets, class_names, inputs=None) -> pd.DataFrame:
+    return pd.DataFrame({"reconstruction_mse": _per_image_mse(outputs, targets)})
+
+
+def _reconstruction_plots(outputs, targets, class_names, out_dir: Path, inputs=None) -> list[Path]:
+    path = out_dir / "reconstructions.png"
+    plots.image_rows({"input": targets[:10], "reconstruction": outputs[:10]}, path)
+    return [path]
+
+
+NOISE, NOISE_LEVEL, NOISE_SEED = "gaussian", 0.3, 0   # the noisy test inputs every autoencoder is scored on
+
+
+def _noisy_reconstruction(model, splits, x, y, out_dir: Path, hyperparameters=None):
+    """Every autoencoder on the same corrupted test images (scored against the clean ones),
+    so the denoising one can be compared; the grid input / noisy / output."""
+    from models.autoencoder import corrupt
+
+    noisy = np.asarray(corrupt(tf.constant(x), NOISE, NOISE_LEVEL, NOISE_SEED))
+    outputs = model.predict(noisy, batch_size=PREDICT_BATCH, verbose=0)
+    path = out_dir / "denoising.png"
+    plots.image_rows({"input": x[:10], f"{NOISE} noise {NOISE_LEVEL}": noisy[:10], "reconstruction": outputs[:10]},
+                     path)
+    return {"test_noisy_reconstruction_mse": _reconstruction_mse(outputs, x)}, [path]
+
+
 # --- token tasks: seq2seq and language modelling ---------------------------------------
 
 def _vocabulary_head(splits) -> Head:
@@ -362,6 +410,10 @@ TASKS = {
                              higher_is_better=True, preprocess=_as_float, head=_softmax_per_step,
                              score=_symbol_accuracy, plot=_no_plots, table=_tagging_table,
                              baselines=_guess_symbol),
+    "reconstruction": Task(name="reconstruction", loss="mse", metrics=(), headline="reconstruction_mse",
+                           higher_is_better=False, preprocess=_autoencode, head=_pixels_head,
+                           score=_reconstruction_mse, plot=_reconstruction_plots, table=_reconstruction_table,
+                           generation=_noisy_reconstruction),
     "sequence_to_sequence": Task(name="sequence_to_sequence", loss="sparse_categorical_crossentropy",
                                  metrics=(), headline="exact_match", higher_is_better=True,
                                  preprocess=_teacher_forcing, head=_vocabulary_head, score=_exact_match,

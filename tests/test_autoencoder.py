@@ -106,3 +106,43 @@ def test_encoder_and_decoder_convert_to_builtin_tflite_with_parity(kind):
         expected = expected if isinstance(expected, list) else [expected]
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, atol=1e-4)
+
+
+# --- the reconstruction task through the stages (digits: 8x8 images) ----------------------
+
+def _ae_experiment(kind, **hyperparameters):
+    return {"architecture": kind, "dataset": "digits", "task": "reconstruction", "seed": 3,
+            "hyperparameters": {"code_size": 8, **hyperparameters},
+            "training": {"epochs": 3, "batch_size": 64, "learning_rate": 0.005},
+            "export": {"latency_runs": 3}}
+
+
+@pytest.mark.parametrize("kind,extra", [("deep_autoencoder", {"hidden_units": [32]}),
+                                        ("conv_autoencoder", {"filters": [8, 16]}),
+                                        ("vae", {"hidden_units": [32]})])
+def test_autoencoders_train_and_evaluate_on_an_image_dataset(workspace, kind, extra):
+    from pipelines import config, evaluate, paths, train
+    from tests.conftest import tiny_params
+
+    params = config.validate(tiny_params(ae=_ae_experiment(kind, **extra)))
+    trained = train.train("ae", params)
+    assert trained["epochs_run"] == 3
+    metrics = evaluate.evaluate("ae", params)
+    assert 0 < metrics["test_reconstruction_mse"] < metrics["test_noisy_reconstruction_mse"] < 1
+    for picture in ("reconstructions.png", "denoising.png"):
+        assert (paths.eval_dir("ae") / "plots" / picture).exists()
+    table = (paths.eval_dir("ae") / "predictions.csv").read_text().splitlines()
+    assert table[0] == "reconstruction_mse" and len(table) == 1 + metrics["test_examples"]
+
+
+def test_a_task_the_dataset_does_not_serve_is_a_params_error():
+    from pipelines import config
+    from tests.conftest import tiny_params
+
+    bad = {**_ae_experiment("autoencoder"), "task": "forecasting"}
+    with pytest.raises(config.ParamsError, match="experiments.ae.task: dataset 'digits' does not serve 'forecasting'; "
+                                                 "it serves image_classification, reconstruction"):
+        config.validate(tiny_params(ae=bad))
+    classifier_as_autoencoder = {**_ae_experiment("autoencoder"), "architecture": "mlp", "hyperparameters": {}}
+    with pytest.raises(config.ParamsError, match="'mlp' does not do reconstruction"):
+        config.validate(tiny_params(ae=classifier_as_autoencoder))

@@ -35,7 +35,7 @@ DELETE = object()
 
 BAD = [
     ("experiments.mlp.architecture", "transformer",
-     r"experiments\.mlp\.architecture: unknown architecture 'transformer'; known: bi_gru, bi_lstm, .*cnn, .*mlp"),
+     r"experiments\.mlp\.architecture: unknown architecture 'transformer'; known: autoencoder, bi_gru, bi_lstm, .*cnn, .*mlp"),
     ("experiments.mlp.dataset", "cifar",
      r"experiments\.mlp\.dataset: unknown dataset 'cifar'; embedded: adding_problem/t<T>, addition, copy_task/t<T>, digits, fashion_mnist, fortunes"),
     ("datasets", ["digits", "imagenet"], r"datasets: unknown dataset 'imagenet'"),

@@ -44,9 +44,11 @@ EMBEDDED: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "fortunes": ArchlabFortunes,
 }
 GENERATED = {"adding_problem", "copy_task", "mackey_glass", "addition"}   # no raw data
+# Tasks a dataset serves besides its own (an experiment's `task`): its images, reconstructed
+ALSO = {"image_classification": ("reconstruction",)}
 WITH_LENGTH = {"adding_problem", "copy_task"}   # T is the config: adding_problem/t100
 
-__all__ = ["CATALOG_PREFIX", "EMBEDDED", "GENERATED", "RawDataError", "Splits", "builder",
+__all__ = ["ALSO", "CATALOG_PREFIX", "EMBEDDED", "GENERATED", "RawDataError", "Splits", "builder",
            "check_name", "load", "prepare", "static_task", "task", "task_of"]
 
 

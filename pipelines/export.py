@@ -47,7 +47,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import models
-from edge.runner import Generator, TFLiteModel
+from edge.runner import Generator, StepModel, TFLiteModel
 from pipelines import config, paths, runtime, stage, tasks
 from pipelines.runtime import StageError
 
@@ -220,9 +220,70 @@ class StepModels:
         return lambda: generator.step(int(tokens[0][0]), states)
 
 
-def edge_export(model: keras.Model, exp: config.Experiment, task: tasks.Task, splits) -> SingleModel | StepModels:
-    """How an experiment's model goes to TFLite: step models for a generative architecture."""
-    return (StepModels if task.tokens else SingleModel)(model, exp, task, splits, exp.export.variants)
+class Halves:
+    """An autoencoder's encoder and decoder, each a file `<variant>_<half>.tflite` (the
+    decoder alone is the VAE's generator from a latent vector). Parity: the encoder on the
+    test images, the decoder on Keras's codes (the VAE's mean), each against Keras; the
+    outputs scored are the decoder's file on the encoder's file's codes. Latency is one
+    image encoded and decoded."""
+
+    def __init__(self, model: keras.Model, exp: config.Experiment, task: tasks.Task, splits, variants):
+        if "int8" in variants:
+            raise StageError(f"{exp.architecture}: int8 is not exported for autoencoder halves "
+                             "(export.variants: float32, dynamic_range, float16)")
+        self.parts = {name: _fixed_batch(model.get_layer(name)) for name in ("encoder", "decoder")}
+
+    def keras_latency_ms(self, x, runs: int) -> float:
+        encode, decode = (tf.function(lambda v, m=m: m(v, training=False)) for m in self.parts.values())
+        return median_latency_ms(lambda image: decode(_first(encode(image[None]))), x[0], runs)
+
+    def write(self, variant: str, folder, representative) -> list:
+        files = []
+        for name, part in self.parts.items():
+            files.append(folder / f"{variant}_{name}.tflite")
+            files[-1].write_bytes(convert(part, variant))
+        return files
+
+    @staticmethod
+    def files(folder, variant: str) -> list:
+        return [folder / f"{variant}_encoder.tflite", folder / f"{variant}_decoder.tflite"]
+
+    def run(self, files, x, reference, task, desc: str):
+        encoder, decoder = (StepModel(f) for f in files)
+        for part, path in zip((encoder, decoder), files):
+            _check_builtin(part, path)
+        keras_codes = _first(self.parts["encoder"].predict(x, batch_size=256, verbose=0))
+        diff, outputs = 0.0, []
+        for image, keras_code in zip(tqdm(x, desc=desc, unit="ex", leave=False), keras_codes):
+            codes = encoder(image=image[None])
+            diff = max(diff, float(np.max(np.abs(codes[0][0] - keras_code))))
+            from_keras_code = decoder(code=keras_code[None])[0]
+            keras_image = self.parts["decoder"](keras_code[None], training=False)
+            diff = max(diff, float(np.max(np.abs(from_keras_code - np.asarray(keras_image)))))
+            outputs.append(decoder(code=codes[0])[0][0])
+        return np.stack(outputs), diff
+
+    @staticmethod
+    def one_step(files, x):
+        encoder, decoder = (StepModel(f) for f in files)
+        return lambda: decoder(code=encoder(image=x[:1])[0])
+
+
+def _fixed_batch(part: keras.Model) -> keras.Model:
+    inputs = keras.Input(part.input_shape[1:], batch_size=1, name=part.inputs[0].name)
+    return keras.Model(inputs, part(inputs), name=part.name)
+
+
+def _first(outputs):
+    """The code: the first output (a VAE's encoder also gives the log variance)."""
+    return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+
+def edge_export(model: keras.Model, exp: config.Experiment, task: tasks.Task, splits) -> SingleModel | StepModels | Halves:
+    """How an experiment's model goes to TFLite: step models for a generative architecture,
+    the encoder and decoder of an autoencoder, else the one model."""
+    kind = StepModels if task.tokens else Halves if task.name == "reconstruction" else SingleModel
+    return kind(model, exp, task, splits, exp.export.variants)
 
 
 def _check_builtin(model, path) -> None:

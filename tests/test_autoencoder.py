@@ -146,3 +146,19 @@ def test_a_task_the_dataset_does_not_serve_is_a_params_error():
     classifier_as_autoencoder = {**_ae_experiment("autoencoder"), "architecture": "mlp", "hyperparameters": {}}
     with pytest.raises(config.ParamsError, match="'mlp' does not do reconstruction"):
         config.validate(tiny_params(ae=classifier_as_autoencoder))
+
+
+@pytest.mark.parametrize("kind,extra", [("deep_autoencoder", {"hidden_units": [32]}), ("vae", {"hidden_units": [32]})])
+def test_autoencoder_halves_export_with_parity(workspace, kind, extra):
+    from pipelines import config, export, paths, train
+    from tests.conftest import tiny_params
+
+    experiment = {**_ae_experiment(kind, **extra), "export": {"variants": ["float32", "float16"], "latency_runs": 3}}
+    params = config.validate(tiny_params(ae=experiment))
+    train.train("ae", params)
+    exported = export.export("ae", params)
+    assert exported["tflite_float32_max_abs_diff"] <= 1e-4
+    assert abs(exported["tflite_float32_reconstruction_mse_delta"]) < 1e-6
+    assert sorted(f.name for f in (paths.export_dir("ae") / "tflite").iterdir()) == [
+        "float16_decoder.tflite", "float16_encoder.tflite", "float32_decoder.tflite", "float32_encoder.tflite",
+        "labels.txt"]

@@ -188,6 +188,28 @@ def image_rows(rows: dict[str, np.ndarray], path: Path) -> None:
     plt.close(fig)
 
 
+def latent_map(codes: np.ndarray, labels: np.ndarray, class_names: list[str] | None, path: Path) -> None:
+    """Test images' codes in 2-D (the first two principal components when the code is
+    wider), one colour per class."""
+    from sklearn.decomposition import PCA
+
+    flat = codes.reshape(len(codes), -1)
+    points = flat[:, :2] if flat.shape[1] <= 2 else PCA(2, random_state=0).fit_transform(flat)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    for c in np.unique(labels):
+        chosen = labels == c
+        name = class_names[c] if class_names else str(c)
+        ax.scatter(points[chosen, 0], points[chosen, 1] if points.shape[1] > 1 else np.zeros(chosen.sum()),
+                   s=3, alpha=0.6, label=name)
+    ax.set_xlabel("code 1" if flat.shape[1] <= 2 else "principal component 1")
+    ax.set_ylabel("code 2" if flat.shape[1] <= 2 else "principal component 2")
+    ax.legend(markerscale=4, fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def mse_vs_length(results: pd.DataFrame, baseline: float, path: Path) -> None:
     """The long-term dependency study: test MSE against T, one line per cell and clipping
     setting (solid: clipped, dashed: not), the no-memory baseline drawn across."""

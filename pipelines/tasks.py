@@ -250,7 +250,20 @@ def _noisy_reconstruction(model, splits, x, y, out_dir: Path, hyperparameters=No
     path = out_dir / "denoising.png"
     plots.image_rows({"input": x[:10], f"{NOISE} noise {NOISE_LEVEL}": noisy[:10], "reconstruction": outputs[:10]},
                      path)
-    return {"test_noisy_reconstruction_mse": _reconstruction_mse(outputs, x)}, [path]
+    metrics, files = {"test_noisy_reconstruction_mse": _reconstruction_mse(outputs, x)}, [path]
+    encoder = model.get_layer("encoder")
+    codes = encoder.predict(x, batch_size=PREDICT_BATCH, verbose=0)
+    codes = codes[0] if isinstance(codes, list) else codes   # a VAE's mean
+    _, labels = arrays(splits.test, TASKS["image_classification"])
+    files.append(out_dir / "latent_map.png")
+    plots.latent_map(codes, labels, splits.class_names, files[-1])
+    if hasattr(model, "negative_elbo"):   # the VAE: its ELBO, and samples from the prior
+        metrics["test_elbo"] = -float(model.evaluate(x, batch_size=PREDICT_BATCH, verbose=0, return_dict=True)["loss"])
+        z = np.random.default_rng(SAMPLE_SEED).normal(size=(30, codes.shape[-1])).astype(np.float32)
+        files.append(out_dir / "vae_samples.png")
+        samples = model.get_layer("decoder").predict(z, verbose=0)
+        plots.image_rows({"samples from N(0, I)": samples[:10], "": samples[10:20], " ": samples[20:30]}, files[-1])
+    return metrics, files
 
 
 # --- token tasks: seq2seq and language modelling ---------------------------------------

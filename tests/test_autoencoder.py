@@ -129,8 +129,11 @@ def test_autoencoders_train_and_evaluate_on_an_image_dataset(workspace, kind, ex
     assert trained["epochs_run"] == 3
     metrics = evaluate.evaluate("ae", params)
     assert 0 < metrics["test_reconstruction_mse"] < metrics["test_noisy_reconstruction_mse"] < 1
-    for picture in ("reconstructions.png", "denoising.png"):
+    for picture in ("reconstructions.png", "denoising.png", "latent_map.png"):
         assert (paths.eval_dir("ae") / "plots" / picture).exists()
+    if kind == "vae":
+        assert metrics["test_elbo"] < 0 and (paths.eval_dir("ae") / "plots" / "vae_samples.png").exists()
+        assert metrics["test_elbo"] == pytest.approx(-metrics["test_loss"], rel=0.05)   # a sampled bound
     table = (paths.eval_dir("ae") / "predictions.csv").read_text().splitlines()
     assert table[0] == "reconstruction_mse" and len(table) == 1 + metrics["test_examples"]
 

@@ -257,6 +257,7 @@ def _noisy_reconstruction(model, splits, x, y, out_dir: Path, hyperparameters=No
     _, labels = arrays(splits.test, TASKS["image_classification"])
     files.append(out_dir / "latent_map.png")
     plots.latent_map(codes, labels, splits.class_names, files[-1])
+    metrics.update(_features_for_a_classifier(encoder, splits, codes, x, labels))
     if hasattr(model, "negative_elbo"):   # the VAE: its ELBO, and samples from the prior
         metrics["test_elbo"] = -float(model.evaluate(x, batch_size=PREDICT_BATCH, verbose=0, return_dict=True)["loss"])
         z = np.random.default_rng(SAMPLE_SEED).normal(size=(30, codes.shape[-1])).astype(np.float32)
@@ -264,6 +265,28 @@ def _noisy_reconstruction(model, splits, x, y, out_dir: Path, hyperparameters=No
         samples = model.get_layer("decoder").predict(z, verbose=0)
         plots.image_rows({"samples from N(0, I)": samples[:10], "": samples[10:20], " ": samples[20:30]}, files[-1])
     return metrics, files
+
+
+FEATURE_EXAMPLES = 10_000   # training images for the classifier on codes / on pixels
+
+
+def _features_for_a_classifier(encoder, splits, test_codes, test_images, test_labels) -> dict[str, float]:
+    """The same classifier (standardised logistic regression) on the encoder's codes and on
+    the raw pixels, trained on the first FEATURE_EXAMPLES training images: test accuracy of
+    each."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    images, labels = arrays(splits.train, TASKS["image_classification"], limit=FEATURE_EXAMPLES)
+    codes = encoder.predict(images, batch_size=PREDICT_BATCH, verbose=0)
+    codes = codes[0] if isinstance(codes, list) else codes
+    scores = {}
+    for name, train_x, test_x in (("code", codes, test_codes), ("pixel", images, test_images)):
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))
+        classifier.fit(train_x.reshape(len(train_x), -1), labels)
+        scores[f"{name}_classifier_accuracy"] = float(classifier.score(test_x.reshape(len(test_x), -1), test_labels))
+    return scores
 
 
 # --- token tasks: seq2seq and language modelling ---------------------------------------

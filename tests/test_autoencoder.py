@@ -131,6 +131,7 @@ def test_autoencoders_train_and_evaluate_on_an_image_dataset(workspace, kind, ex
     assert 0 < metrics["test_reconstruction_mse"] < metrics["test_noisy_reconstruction_mse"] < 1
     for picture in ("reconstructions.png", "denoising.png", "latent_map.png"):
         assert (paths.eval_dir("ae") / "plots" / picture).exists()
+    assert metrics["pixel_classifier_accuracy"] > 0.9 and metrics["code_classifier_accuracy"] > 0.3
     if kind == "vae":
         assert metrics["test_elbo"] < 0 and (paths.eval_dir("ae") / "plots" / "vae_samples.png").exists()
         assert metrics["test_elbo"] == pytest.approx(-metrics["test_loss"], rel=0.05)   # a sampled bound

@@ -128,10 +128,35 @@ class Study(Strict):
         return v
 
 
+class Anomaly(Strict):
+    """One-class anomaly detection (`pipelines/anomaly.py`): an autoencoder trained on each
+    class of `classes` alone, every test image scored by its reconstruction error."""
+
+    architecture: str                                   # an autoencoder (task reconstruction)
+    dataset: str                                        # an image dataset
+    classes: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)   # the normal class of each run
+    seed: int = Field(ge=0)
+    hyperparameters: dict
+    training: Training
+    threshold_percentile: float = Field(default=95.0, gt=0, lt=100)
+
+    @field_validator("architecture")
+    @classmethod
+    def _an_autoencoder(cls, v: str) -> str:
+        if "reconstruction" not in models.get(v).tasks:
+            raise ValueError(f"{v!r} does not do reconstruction: one-class detection needs an autoencoder")
+        return v
+
+    def experiment(self) -> Experiment:
+        return Experiment(architecture=self.architecture, dataset=self.dataset, task="reconstruction",
+                          seed=self.seed, hyperparameters=self.hyperparameters, training=self.training, export={})
+
+
 class Params(Strict):
     datasets: list[str] = Field(min_length=1)
     experiments: dict[str, Experiment] = Field(min_length=1)
     study: Optional[Study] = None
+    anomaly: Optional[Anomaly] = None
 
     @field_validator("datasets")
     @classmethod
@@ -187,6 +212,17 @@ def validate(raw: object, source: str = "params.yaml") -> Params:
         if exp.dataset not in params.datasets:
             raise ParamsError(f"{source}: {where}.dataset: {exp.dataset!r} is not in datasets "
                               f"({', '.join(params.datasets)}), so it is never prepared")
+    if params.anomaly is not None:
+        native = datasets.static_task(params.anomaly.dataset)
+        if native is not None and "reconstruction" not in datasets.ALSO.get(native, ()):
+            raise ParamsError(f"{source}: anomaly.dataset: {params.anomaly.dataset!r} is not an image dataset")
+        if params.anomaly.dataset not in params.datasets:
+            raise ParamsError(f"{source}: anomaly.dataset: {params.anomaly.dataset!r} is not in datasets "
+                              f"({', '.join(params.datasets)}), so it is never prepared")
+        try:
+            models.get(params.anomaly.architecture).hyperparameters.model_validate(params.anomaly.hyperparameters)
+        except ValidationError as e:
+            raise ParamsError(f"{source}: {_one_line(e, 'anomaly.hyperparameters')}") from None
     if params.study is not None:
         for cell in params.study.cells:
             try:

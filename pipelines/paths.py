@@ -18,6 +18,7 @@ TFDS_DIR = OUTPUTS / "tfds"
 EXPERIMENTS = OUTPUTS / "experiments"
 REPORT = OUTPUTS / "report"
 STUDY = OUTPUTS / "study"             # the long-term dependency study
+ANOMALY = OUTPUTS / "anomaly"         # one-class anomaly detection
 STUDY_DATA = OUTPUTS / "study_tfds"   # its adding-problem datasets
 # Wall-clock figures (training time, latency) differ per machine and per run, so they
 # live in this file beside a stage's DVC outputs, outside DVC (see .dvcignore).

@@ -210,6 +210,23 @@ def latent_map(codes: np.ndarray, labels: np.ndarray, class_names: list[str] | N
     plt.close(fig)
 
 
+def roc_auc_per_class(results: pd.DataFrame, path: Path) -> None:
+    """One-class anomaly detection: ROC-AUC with each class as the normal one."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    bars = ax.bar(results["name"].astype(str), results["roc_auc"])
+    ax.bar_label(bars, labels=[f"{v:.3f}" for v in results["roc_auc"]], fontsize=7)
+    ax.axhline(results["roc_auc"].mean(), color="black", lw=0.8, ls="--",
+               label=f"mean {results['roc_auc'].mean():.3f}")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance 0.5")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("ROC-AUC (normal class vs the rest)")
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def mse_vs_length(results: pd.DataFrame, baseline: float, path: Path) -> None:
     """The long-term dependency study: test MSE against T, one line per cell and clipping
     setting (solid: clipped, dashed: not), the no-memory baseline drawn across."""

@@ -106,6 +106,7 @@ def workspace(tmp_path, tfds_dir, monkeypatch):
     monkeypatch.setattr(paths, "REPORT", tmp_path / "report")
     monkeypatch.setattr(paths, "STUDY", tmp_path / "study")
     monkeypatch.setattr(paths, "STUDY_DATA", tmp_path / "study_tfds")
+    monkeypatch.setattr(paths, "ANOMALY", tmp_path / "anomaly")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     # with a user-set tracking URI MLflow puts artifacts in ./mlruns: keep them in tmp_path
     monkeypatch.chdir(tmp_path)

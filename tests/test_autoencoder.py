@@ -166,3 +166,36 @@ def test_autoencoder_halves_export_with_parity(workspace, kind, extra):
     assert sorted(f.name for f in (paths.export_dir("ae") / "tflite").iterdir()) == [
         "float16_decoder.tflite", "float16_encoder.tflite", "float32_decoder.tflite", "float32_encoder.tflite",
         "labels.txt"]
+
+
+def test_one_class_anomaly_detection_scores_each_class_against_the_rest(workspace):
+    import json
+
+    from pipelines import anomaly, config, paths
+    from tests.conftest import tiny_params
+
+    doc = tiny_params()
+    doc["anomaly"] = {"architecture": "deep_autoencoder", "dataset": "digits", "classes": [0, 1], "seed": 3,
+                      "hyperparameters": {"code_size": 4, "hidden_units": [32]},
+                      "training": {"epochs": 30, "batch_size": 32, "learning_rate": 0.005,
+                                   "early_stopping_patience": 0},
+                      "threshold_percentile": 90}
+    results = anomaly.run(config.validate(doc))
+    assert list(results["class"]) == [0, 1]
+    assert (results["train_images"] < 200).all()          # one class of digits' ~1,300 training images
+    assert (results["roc_auc"] > 0.7).all()               # digits: a class's autoencoder knows its class
+    assert (results["false_positive_rate"] < 0.35).all() and (results["detection_rate"] > 0.3).all()
+    metrics = json.loads((paths.ANOMALY / "metrics.json").read_text())
+    assert metrics["anomaly_roc_auc_mean"] == pytest.approx(results["roc_auc"].mean())
+    assert (paths.ANOMALY / "roc_auc.png").exists() and "mean ROC-AUC" in (paths.ANOMALY / "anomaly.md").read_text()
+
+
+def test_anomaly_needs_an_autoencoder():
+    from pipelines import config
+    from tests.conftest import tiny_params
+
+    doc = tiny_params()
+    doc["anomaly"] = {"architecture": "mlp", "dataset": "digits", "classes": [0], "seed": 3, "hyperparameters": {},
+                      "training": {"epochs": 1, "batch_size": 32, "learning_rate": 0.005}}
+    with pytest.raises(config.ParamsError, match="anomaly.architecture: 'mlp' does not do reconstruction"):
+        config.validate(doc)

@@ -1,0 +1,106 @@
+"""DVC stage `anomaly` (work in progress): one-class anomaly detection by reconstruction error.
+
+    python -m pipelines.anomaly
+
+The one-class protocol (Ruff et al. 2018): for each class c of `anomaly.classes`, an
+autoencoder is trained on the training images of class c alone, through the generic train
+path; every test image is scored by its reconstruction error (mean squared error per pixel),
+and the ROC-AUC measures how well that score separates the other classes (anomalies) from c.
+`anomaly_roc_auc_mean` averages it over the classes.
+
+A deployed detector also needs a threshold: the `threshold_percentile`-th percentile of the
+reconstruction errors of the training images (normal by construction). Reported with it: the
+false-positive rate it gives on the held-out normal images (the test images of class c) and
+the share of anomalies it catches.
+
+Writes `outputs/anomaly/`: `runs/<class>/train/` (as for any experiment), `results.csv`
+(one row per class), `metrics.json`, `roc_auc.png` and `anomaly.md`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from sklearn.metrics import roc_auc_score
+
+from pipelines import config, paths, plots, runtime, stage, tasks, tracking, train
+
+log = logging.getLogger("archlab.anomaly")
+MLFLOW_EXPERIMENT = "one_class_anomaly"
+RESULTS = "results.csv"
+COLUMNS = ["class", "name", "roc_auc", "threshold", "false_positive_rate", "detection_rate", "train_images"]
+
+
+def errors(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Each image's reconstruction error: the mean squared error over its pixels."""
+    outputs = model.predict(images, batch_size=tasks.PREDICT_BATCH, verbose=0)
+    return np.mean((outputs.reshape(len(images), -1) - images.reshape(len(images), -1)) ** 2, axis=1)
+
+
+def one_class(exp: config.Experiment, normal: int, root: Path, percentile: float, data_dir: Path | None = None) -> dict:
+    """Train on class `normal` alone, score the whole test split; the class's row."""
+    context = stage.context(f"class_{normal}", exp, root, data_dir=data_dir, mlflow_experiment=MLFLOW_EXPERIMENT)
+    keep = lambda image, label: tf.equal(tf.cast(label, tf.int64), normal)  # noqa: E731
+    splits = context.splits
+    context.splits.train, context.splits.validation = splits.train.filter(keep), splits.validation.filter(keep)
+    trained = train.fit(context)
+    model = keras.models.load_model(context.train_dir / "model.keras")
+    classify = tasks.TASKS["image_classification"]
+    train_images, _ = tasks.arrays(splits.train, classify)
+    test_images, labels = tasks.arrays(splits.test, classify)
+    train_errors, test_errors = errors(model, train_images), errors(model, test_images)
+    anomalous = labels != normal
+    threshold = float(np.percentile(train_errors, percentile))
+    names = splits.class_names
+    return {"class": normal, "name": names[normal] if names else str(normal),
+            "roc_auc": float(roc_auc_score(anomalous, test_errors)), "threshold": threshold,
+            "false_positive_rate": float(np.mean(test_errors[~anomalous] > threshold)),
+            "detection_rate": float(np.mean(test_errors[anomalous] > threshold)),
+            "train_images": int(len(train_images)), "train_seconds": trained["train_seconds"]}
+
+
+def run(params: config.Params, out_dir: Path | None = None, data_dir: Path | None = None) -> pd.DataFrame:
+    settings = params.anomaly
+    out_dir = out_dir or paths.ANOMALY
+    with runtime.atomic_dir(out_dir) as out:
+        (out / "runs").mkdir()
+        tracking.experiment_id(MLFLOW_EXPERIMENT)
+        exp = settings.experiment()
+        rows = [one_class(exp, c, out / "runs" / f"class_{c}", settings.threshold_percentile, data_dir)
+                for c in settings.classes]
+        results = pd.DataFrame(rows)
+        results[COLUMNS].to_csv(out / RESULTS, index=False)
+        mean = float(results["roc_auc"].mean())
+        runtime.write_json(out / "metrics.json", {"anomaly_roc_auc_mean": mean, "classes": len(results),
+                                                  **{f"roc_auc_{r['class']}": r["roc_auc"] for r in rows}})
+        runtime.write_json(out / paths.TIMINGS, {"train_seconds": {str(r["class"]): r["train_seconds"] for r in rows}})
+        (out / "anomaly.md").write_text(markdown(results, settings.threshold_percentile) + "\n")
+        plots.roc_auc_per_class(results, out / "roc_auc.png")
+    log.info("one-class anomaly detection: mean ROC-AUC %.4f over %d classes", mean, len(results))
+    return results
+
+
+def markdown(results: pd.DataFrame, percentile: float) -> str:
+    view = results[COLUMNS].copy()
+    for column in ("roc_auc", "false_positive_rate", "detection_rate"):
+        view[column] = view[column].map("{:.4f}".format)
+    view["threshold"] = view["threshold"].map("{:.5f}".format)
+    return "\n".join([
+        f"One-class anomaly detection: mean ROC-AUC {results['roc_auc'].mean():.4f} over "
+        f"{len(results)} classes. Threshold: the {percentile:g}th percentile of the training "
+        "images' reconstruction errors; false_positive_rate on the held-out normal (test) images "
+        "of the class, detection_rate on the other classes' test images.", "",
+        view.to_markdown(index=False, disable_numparse=True)])
+
+
+def main() -> None:
+    runtime.run_stage(lambda: run(config.load()))
+
+
+if __name__ == "__main__":
+    main()

@@ -65,23 +65,28 @@ def one_class(exp: config.Experiment, normal: int, root: Path, percentile: float
 
 
 def run(params: config.Params, out_dir: Path | None = None, data_dir: Path | None = None) -> pd.DataFrame:
+    """Every class's run (none without `anomaly` in params.yaml); the results, the figure
+    and the table."""
     settings = params.anomaly
     out_dir = out_dir or paths.ANOMALY
     with runtime.atomic_dir(out_dir) as out:
         (out / "runs").mkdir()
-        tracking.experiment_id(MLFLOW_EXPERIMENT)
-        exp = settings.experiment()
-        rows = [one_class(exp, c, out / "runs" / f"class_{c}", settings.threshold_percentile, data_dir)
-                for c in settings.classes]
-        results = pd.DataFrame(rows)
+        rows = []
+        if settings is not None:
+            tracking.experiment_id(MLFLOW_EXPERIMENT)
+            exp = settings.experiment()
+            rows = [one_class(exp, c, out / "runs" / f"class_{c}", settings.threshold_percentile, data_dir)
+                    for c in settings.classes]
+        results = pd.DataFrame(rows, columns=[*COLUMNS, "train_seconds"])
         results[COLUMNS].to_csv(out / RESULTS, index=False)
-        mean = float(results["roc_auc"].mean())
-        runtime.write_json(out / "metrics.json", {"anomaly_roc_auc_mean": mean, "classes": len(results),
+        mean = float(results["roc_auc"].mean()) if rows else float("nan")
+        runtime.write_json(out / "metrics.json", {"classes": len(rows), **({"anomaly_roc_auc_mean": mean} if rows else {}),
                                                   **{f"roc_auc_{r['class']}": r["roc_auc"] for r in rows}})
         runtime.write_json(out / paths.TIMINGS, {"train_seconds": {str(r["class"]): r["train_seconds"] for r in rows}})
-        (out / "anomaly.md").write_text(markdown(results, settings.threshold_percentile) + "\n")
+        (out / "anomaly.md").write_text((markdown(results, settings.threshold_percentile) if rows else
+                                         "No one-class anomaly detection in params.yaml (`anomaly`).") + "\n")
         plots.roc_auc_per_class(results, out / "roc_auc.png")
-    log.info("one-class anomaly detection: mean ROC-AUC %.4f over %d classes", mean, len(results))
+    log.info("one-class anomaly detection: mean ROC-AUC %.4f over %d classes", mean, len(rows))
     return results
 
 

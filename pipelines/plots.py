@@ -213,10 +213,11 @@ def latent_map(codes: np.ndarray, labels: np.ndarray, class_names: list[str] | N
 def roc_auc_per_class(results: pd.DataFrame, path: Path) -> None:
     """One-class anomaly detection: ROC-AUC with each class as the normal one."""
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    bars = ax.bar(results["name"].astype(str), results["roc_auc"])
-    ax.bar_label(bars, labels=[f"{v:.3f}" for v in results["roc_auc"]], fontsize=7)
-    ax.axhline(results["roc_auc"].mean(), color="black", lw=0.8, ls="--",
-               label=f"mean {results['roc_auc'].mean():.3f}")
+    if len(results):
+        bars = ax.bar(results["name"].astype(str), results["roc_auc"].astype(float))
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in results["roc_auc"]], fontsize=7)
+        ax.axhline(results["roc_auc"].mean(), color="black", lw=0.8, ls="--",
+                   label=f"mean {results['roc_auc'].mean():.3f}")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance 0.5")
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("ROC-AUC (normal class vs the rest)")

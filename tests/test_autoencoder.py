@@ -199,3 +199,14 @@ def test_anomaly_needs_an_autoencoder():
                       "training": {"epochs": 1, "batch_size": 32, "learning_rate": 0.005}}
     with pytest.raises(config.ParamsError, match="anomaly.architecture: 'mlp' does not do reconstruction"):
         config.validate(doc)
+
+
+def test_without_anomaly_params_the_stage_writes_empty_outputs(workspace):
+    import json
+
+    from pipelines import anomaly, config, paths
+    from tests.conftest import tiny_params
+
+    assert anomaly.run(config.validate(tiny_params())).empty
+    assert json.loads((paths.ANOMALY / "metrics.json").read_text()) == {"classes": 0}
+    assert (paths.ANOMALY / "roc_auc.png").exists() and (paths.ANOMALY / "results.csv").read_text().startswith("class,")

@@ -104,3 +104,12 @@ def build(name: str, input_shape: tuple, head: Head | int, hyperparameters: dict
                                    name="inputs"),
                        head, hyperparameters)
     return model
+
+
+def inference_graph(model: keras.Model):
+    """`model(inputs, training=False)` as a compiled TensorFlow graph, traced on the first
+    call: what timing and step-by-step generation run (an eager call would step recurrent
+    loops in Python)."""
+    import tensorflow as tf
+
+    return tf.function(lambda inputs: model(inputs, training=False))

@@ -44,7 +44,7 @@ import tensorflow as tf
 from keras import layers
 from pydantic import Field
 
-from models.registry import Head, Hyperparameters, register
+from models.registry import Head, Hyperparameters, inference_graph, register
 
 PAD, START, END = 0, 1, 2
 CELLS = {"lstm": layers.LSTM, "gru": layers.GRU}
@@ -245,8 +245,8 @@ def sample(decoder, prime: np.ndarray, steps: int, temperature: float, rng: np.r
 
 
 def _compiled(decoder):
-    graph = tf.function(lambda token, states: decoder([token, *states], training=False))
-    return lambda token, states: _numpy(graph(tf.constant(token, tf.int32), [tf.constant(s) for s in states]))
+    graph = inference_graph(decoder)
+    return lambda token, states: _numpy(graph([tf.constant(token, tf.int32), *(tf.constant(s) for s in states)]))
 
 
 register("seq2seq", hyperparameters=Seq2SeqParams, tasks=("sequence_to_sequence",),

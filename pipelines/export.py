@@ -117,7 +117,7 @@ def median_latency_ms(predict_one, x: np.ndarray, runs: int) -> float:
 def keras_predict_one(model: keras.Model):
     """Single-sample Keras inference as a compiled TensorFlow graph (traced on first call;
     eager calls would time Python running the recurrent loop step by step)."""
-    graph = tf.function(lambda x: model(x, training=False))
+    graph = models.registry.inference_graph(model)
     return lambda x: graph(x[None])
 
 
@@ -177,7 +177,7 @@ class StepModels:
 
     def keras_latency_ms(self, x, runs: int) -> float:
         decoder = self.parts["decoder"]
-        graph = tf.function(lambda inputs: decoder(inputs, training=False))
+        graph = models.registry.inference_graph(decoder)
         inputs = [np.ones((1, 1), np.int32)] + [np.zeros(i.shape, np.float32) for i in decoder.inputs[1:]]
         return median_latency_ms(lambda _: graph(inputs), None, runs)
 
@@ -234,7 +234,7 @@ class Halves:
         self.parts = {name: _fixed_batch(model.get_layer(name)) for name in ("encoder", "decoder")}
 
     def keras_latency_ms(self, x, runs: int) -> float:
-        encode, decode = (tf.function(lambda v, m=m: m(v, training=False)) for m in self.parts.values())
+        encode, decode = (models.registry.inference_graph(m) for m in self.parts.values())
         return median_latency_ms(lambda image: decode(_first(encode(image[None]))), x[0], runs)
 
     def write(self, variant: str, folder, representative) -> list:

@@ -34,7 +34,7 @@ import pandas as pd
 import tensorflow as tf
 
 from models import seq2seq
-from models.registry import Head
+from models.registry import Head, inference_graph
 from pipelines import plots
 
 PREDICT_BATCH = 256
@@ -146,7 +146,7 @@ TRIAL_STRIDE = 20      # free-running trials start every 20 points of the test s
 
 def free_run(model, windows: np.ndarray, steps: int) -> np.ndarray:
     """Feed a window -> next point model its own outputs: `steps` points after each window."""
-    predict = tf.function(lambda x: model(x, training=False))
+    predict = inference_graph(model)
     x = tf.constant(windows, tf.float32)
     generated = []
     for _ in range(steps):

@@ -191,9 +191,10 @@ class StepModels:
 
     def run(self, files, x, reference: np.ndarray, task, desc: str):
         generator = self._generator(files)
-        for part in (generator.decoder, generator.encoder):
+        by_part = {f.stem.rsplit("_", 1)[1]: f for f in files}
+        for name, part in (("decoder", generator.decoder), ("encoder", generator.encoder)):
             if part is not None:
-                _check_builtin(part, files[-1])
+                _check_builtin(part, by_part[name])   # the error names the file at fault
         sources, tokens = x if isinstance(x, tuple) else (None, x)
         if task.stream:   # consecutive pieces of one text, read as one
             forced = generator.teacher_forced(None, tokens.reshape(-1)).reshape(tokens.shape + (-1,))

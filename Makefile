@@ -32,8 +32,11 @@ data: venv ## fetch the embedded raw datasets into data/ (versioned by data.dvc)
 	$(BIN)/python -m pipelines.fetch
 	$(BIN)/dvc commit --force --quiet data.dvc
 
-run: data ## run the whole pipeline: dvc repro (prepare, train, evaluate, export, report)
-	$(BIN)/dvc repro
+# Independent lanes of stages (each experiment, the study, the anomaly sweep) run side by side.
+JOBS ?= 2
+
+run: data ## run the whole pipeline: dvc repro, JOBS=2 lanes of stages side by side (JOBS=0: one at a time)
+	$(BIN)/python -m pipelines.repro --jobs $(JOBS)
 	@cat outputs/report/leaderboard.md
 
 test: venv ## run the test suite

@@ -1,4 +1,4 @@
-"""DVC stage `anomaly` (work in progress): one-class anomaly detection by reconstruction error.
+"""DVC stage `anomaly`: one-class anomaly detection by reconstruction error.
 
     python -m pipelines.anomaly
 
@@ -33,6 +33,7 @@ from pipelines import config, paths, plots, runtime, stage, tasks, tracking, tra
 log = logging.getLogger("archlab.anomaly")
 MLFLOW_EXPERIMENT = "one_class_anomaly"
 RESULTS = "results.csv"
+FIGURE = "roc_auc.png"
 COLUMNS = ["class", "name", "roc_auc", "threshold", "false_positive_rate", "detection_rate", "train_images"]
 
 
@@ -85,7 +86,7 @@ def run(params: config.Params, out_dir: Path | None = None, data_dir: Path | Non
         runtime.write_json(out / paths.TIMINGS, {"train_seconds": {str(r["class"]): r["train_seconds"] for r in rows}})
         (out / "anomaly.md").write_text((markdown(results, settings.threshold_percentile) if rows else
                                          "No one-class anomaly detection in params.yaml (`anomaly`).") + "\n")
-        plots.roc_auc_per_class(results, out / "roc_auc.png")
+        plots.roc_auc_per_class(results, out / FIGURE)
     log.info("one-class anomaly detection: mean ROC-AUC %.4f over %d classes", mean, len(rows))
     return results
 

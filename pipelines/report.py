@@ -17,7 +17,7 @@ import logging
 import mlflow
 import pandas as pd
 
-from pipelines import config, paths, plots, runtime, study, tasks, tracking
+from pipelines import anomaly, config, paths, plots, runtime, study, tasks, tracking
 
 log = logging.getLogger("archlab.report")
 NA = float("nan")
@@ -39,7 +39,10 @@ def _timings(stage_dir) -> dict:
 
 
 # Task-specific evaluation figures shown beside the headline where an experiment has them.
-EXTRA_COLUMNS = {"test_char_accuracy": "char accuracy", "test_exact_match_beam": "exact match (beam)"}
+EXTRA_COLUMNS = {"test_char_accuracy": "char accuracy", "test_exact_match_beam": "exact match (beam)",
+                 "test_noisy_reconstruction_mse": "noisy MSE", "test_elbo": "ELBO",
+                 "code_classifier_accuracy": "classifier on codes",
+                 "pixel_classifier_accuracy": "classifier on pixels"}
 
 
 def table(params: config.Params) -> pd.DataFrame:
@@ -125,7 +128,11 @@ def markdown(frame: pd.DataFrame) -> str:
               "the one-step decoder's files together, ms is one decoder step, and max abs diff "
               "compares the decoder stepped over the test tokens with the Keras model; "
               "test_exact_match counts whole answers right with greedy decoding, test_bpc is bits "
-              "per character on held-out text (lower is better).", ""]
+              "per character on held-out text (lower is better). Autoencoders export an encoder "
+              "and a decoder: their size is the two files together, ms one image through both; "
+              "noisy MSE is the reconstruction error of the clean image from the test image with "
+              "gaussian noise (σ 0.3) added; the classifiers are the same logistic regression on "
+              "the encoder's codes and on the raw pixels (test accuracy).", ""]
     return "\n".join(lines)
 
 
@@ -153,12 +160,35 @@ def study_section(params: config.Params) -> str:
                       f"![test MSE against T](../study/{study.FIGURE})", ""])
 
 
+def anomaly_section(params: config.Params) -> str:
+    """The one-class anomaly detection table and figure, if params.yaml has the sweep."""
+    results = paths.ANOMALY / anomaly.RESULTS
+    if params.anomaly is None or not results.exists():
+        return ""
+    return "\n".join(["", "## One-class anomaly detection", "",
+                      anomaly.markdown(pd.read_csv(results), params.anomaly.threshold_percentile), "",
+                      f"![ROC-AUC per normal class](../anomaly/{anomaly.FIGURE})", ""])
+
+
+def pictures_section(params: config.Params) -> str:
+    """The autoencoders' pictures: reconstructions, denoising, latent maps, VAE samples."""
+    lines = []
+    for name, exp in params.experiments.items():
+        if config.task_name(exp) != "reconstruction":
+            continue
+        pictures = sorted((paths.eval_dir(name) / "plots").glob("*.png"))
+        lines += [f"### {name} ({exp.architecture})", "",
+                  *(f"![{name} {p.stem}](../experiments/{name}/eval/plots/{p.name})" for p in pictures), ""]
+    return "\n".join(["", "## Autoencoders: pictures", "", *lines]) if lines else ""
+
+
 def report(params: config.Params) -> pd.DataFrame:
     frame = table(params)
     with runtime.atomic_dir(paths.REPORT) as out:
         runtime.write_json(out / "summary.json", summary(frame))
         frame.to_csv(out / "leaderboard.csv", index=False)
-        (out / "leaderboard.md").write_text(markdown(frame) + study_section(params))
+        (out / "leaderboard.md").write_text(markdown(frame) + study_section(params) + anomaly_section(params)
+                                           + pictures_section(params))
         plots.leaderboard(frame, out / "leaderboard.png")
         tracking.configure()
         with mlflow.start_run(experiment_id=tracking.experiment_id("leaderboard"), run_name="report",
@@ -167,6 +197,8 @@ def report(params: config.Params) -> pd.DataFrame:
                 mlflow.log_artifact(str(out / file))
             if (paths.STUDY / study.FIGURE).exists() and params.study is not None:
                 mlflow.log_artifact(str(paths.STUDY / study.FIGURE))
+            if (paths.ANOMALY / anomaly.FIGURE).exists() and params.anomaly is not None:
+                mlflow.log_artifact(str(paths.ANOMALY / anomaly.FIGURE))
     log.info("leaderboard of %d experiments in %s", len(frame), paths.REPORT)
     return frame
 

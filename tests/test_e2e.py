@@ -17,6 +17,8 @@ from pipelines import fetch, paths
 from tests.conftest import TINY_STUDY, tiny_params
 
 pytestmark = pytest.mark.slow
+TINY_ANOMALY = {"architecture": "autoencoder", "dataset": "digits", "classes": [3], "seed": 1,
+                "hyperparameters": {"code_size": 4}, "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.01}}
 
 
 def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -41,7 +43,8 @@ def repo(tmp_path_factory) -> Path:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(paths.ROOT / name, repo / name)
     fetch.fetch_digits(repo / "data" / "digits")
-    (repo / "params.yaml").write_text(yaml.safe_dump({**tiny_params(), "study": TINY_STUDY}, sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump({**tiny_params(), "study": TINY_STUDY, "anomaly": TINY_ANOMALY},
+                                                     sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "commit", "--force", "--quiet", "data.dvc")
@@ -61,6 +64,9 @@ def test_repro_writes_every_stage_output(repo):
     assert "| mlp " in leaderboard and "Long-term dependencies" in leaderboard
     results = (repo / "outputs" / "study" / "results.csv").read_text().splitlines()
     assert len(results) == 1 + 4 and (repo / "outputs" / "study" / "mse_vs_length.png").exists()
+    anomaly = json.loads((repo / "outputs" / "anomaly" / "metrics.json").read_text())
+    assert anomaly["classes"] == 1 and 0 < anomaly["anomaly_roc_auc_mean"] <= 1
+    assert "One-class anomaly detection" in leaderboard
     assert not sh(repo, "git", "status", "--porcelain").stdout.strip()
 
 
@@ -72,14 +78,17 @@ def test_second_repro_does_nothing(repo):
     assert not sh(repo, "git", "status", "--porcelain").stdout.strip()
 
 
-def test_rerun_from_scratch_reproduces_dvc_lock(repo):
-    """What a fresh clone does: no outputs, no cache; the same seed gives the same hashes."""
+def test_rerun_from_scratch_in_lanes_reproduces_dvc_lock(repo):
+    """What `make run` does on a fresh clone: no outputs, no cache, the lanes two at a time;
+    the same seeds give the same hashes as the plain `dvc repro` of the fixture."""
     before = (repo / "dvc.lock").read_text()
     shutil.rmtree(repo / "outputs")
     shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
-    ran = _ran(sh(repo, "dvc", "repro").stdout)
-    assert ran == {"prepare", "study_data", "study", "report"} | {f"{s}@{e}" for s in ("train", "evaluate", "export")
-                                            for e in ("mlp", "cnn")}
+    result = sh(repo, sys.executable, "-m", "pipelines.repro", "--jobs", "2")
+    ran = _ran(result.stdout) | {s for log in (repo / "outputs" / "logs").glob("*.log") for s in _ran(log.read_text())}
+    assert ran == {"prepare", "study_data", "study", "anomaly", "report"} | {
+        f"{s}@{e}" for s in ("train", "evaluate", "export") for e in ("mlp", "cnn")}
+    assert "cnn: train@cnn, evaluate@cnn, export@cnn" in result.stdout
     assert (repo / "outputs" / "report" / "leaderboard.md").exists()
     assert (repo / "dvc.lock").read_text() == before
     assert not sh(repo, "git", "status", "--porcelain").stdout.strip()

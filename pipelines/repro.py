@@ -1,0 +1,127 @@
+"""`make run`: the whole pipeline with `dvc repro`, independent chains of stages side by side.
+
+    python -m pipelines.repro [--jobs 2]
+
+DVC runs one stage at a time, and most of archlab's stages keep one core of a small machine
+busy for much of their time: importing TensorFlow, a small model's sequential steps, a
+TFLite conversion. The experiments do not depend on one another, so this runs them as lanes:
+
+1. `dvc repro prepare`: the inputs every lane reads (data.dvc, the TFDS datasets).
+2. The lanes, `--jobs` at a time, each one `dvc --wait-for-lock repro --single-item ...`:
+   an experiment's train, evaluate and export stages, the long-term dependency study
+   (study_data, study) and the one-class anomaly sweep. `--single-item` keeps a lane to its
+   own stages, so it never takes a write lock on another lane's files; DVC's repo lock,
+   which `--wait-for-lock` waits for, guards `dvc.lock` and the cache between stages.
+   Only lanes with a stage that `dvc status` reports as changed are started.
+3. `dvc repro`: the stages no lane ran (the report), and the check that nothing is left.
+
+Every stage's outputs are the same as with a plain `dvc repro` (each run is seeded and
+deterministic on its own), so `dvc.lock` is too. Each lane's output goes to
+`outputs/logs/<lane>.log`; a failed lane stops new ones from starting, its log's end is
+printed, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipelines import config, paths, runtime
+
+DVC = [sys.executable, "-m", "dvc"]
+
+
+@dataclass(frozen=True)
+class Lane:
+    name: str
+    stages: tuple[str, ...]
+
+
+def lanes(params: config.Params) -> list[Lane]:
+    """The sweeps first (the longest lanes), then one lane per experiment in params order."""
+    return [Lane("study", ("study_data", "study")), Lane("anomaly", ("anomaly",)),
+            *(Lane(key, tuple(f"{step}@{key}" for step in ("train", "evaluate", "export")))
+              for key in params.experiments)]
+
+
+def changed(root: Path) -> set[str]:
+    """The stages `dvc status` reports (changed dependencies, params or outputs)."""
+    result = subprocess.run([*DVC, "status", "--json"], cwd=root, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise runtime.StageError(f"dvc status failed (exit {result.returncode}): {result.stderr.strip()[-300:]}")
+    return set(json.loads(result.stdout or "{}"))
+
+
+def ran(log: Path) -> list[str]:
+    """The stages a lane's log says DVC ran."""
+    return [line.split("'")[1] for line in log.read_text().splitlines() if line.startswith("Running stage")]
+
+
+def _step(root: Path, *args: str) -> None:
+    """A dvc command whose output goes to the terminal; a failure ends the run."""
+    code = subprocess.run([*DVC, *args], cwd=root, check=False).returncode
+    if code != 0:
+        raise runtime.StageError(f"dvc {' '.join(args)} failed (exit {code})")
+
+
+def _lane(root: Path, lane: Lane, log: Path) -> int:
+    with log.open("w") as out:
+        return subprocess.run([*DVC, "--wait-for-lock", "repro", "--single-item", *lane.stages], cwd=root,
+                              stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
+    every = lanes(config.load(root / "params.yaml"))      # bad params: one line, before any stage
+    _step(root, "repro", "prepare")
+    stale = changed(root) if jobs > 0 else set()
+    queue = [lane for lane in every if stale & set(lane.stages)]
+    logs = root / "outputs" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    failed: list[Lane] = []
+    running: dict[Future, tuple[Lane, float]] = {}
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool, \
+            tqdm(total=len(queue), desc=f"lanes, {jobs} at a time", unit="lane") as progress:
+        while queue or running:
+            while queue and len(running) < jobs and not failed:
+                lane = queue.pop(0)
+                running[pool.submit(_lane, root, lane, logs / f"{lane.name}.log")] = (lane, time.monotonic())
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                lane, started = running.pop(future)
+                code = future.result()
+                stages = ", ".join(ran(logs / f"{lane.name}.log")) or "nothing to run"
+                progress.write(f"{lane.name}: {stages} ({time.monotonic() - started:.0f} s)"
+                               + ("" if code == 0 else f", failed (exit {code})"))
+                progress.update()
+                if code != 0:
+                    failed.append(lane)
+    if failed:
+        for lane in failed:
+            log = logs / f"{lane.name}.log"
+            print("\n".join([f"--- the end of {log}", *log.read_text().splitlines()[-15:]]), file=sys.stderr)
+        raise runtime.StageError(f"lane {', '.join(lane.name for lane in failed)} failed (log in {logs}); "
+                                 "no lane was started after it")
+    _step(root, "repro")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="dvc repro, with independent lanes of stages side by side.")
+    parser.add_argument("--jobs", type=int, default=2, help="lanes at a time (default 2; 0: a plain dvc repro)")
+    args = parser.parse_args(argv)
+    if args.jobs < 0:
+        parser.error("--jobs must be 0 or more")
+    runtime.run_stage(lambda: run(args.jobs))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""`make run`'s lanes (pipelines/repro.py), against a stand-in for the dvc command that
+records its calls; the real DVC run side by side is in test_e2e.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from pipelines import repro, runtime
+from tests.conftest import tiny_params
+
+FAKE_DVC = textwrap.dedent("""
+    import json, os, sys, time
+    args = [a for a in sys.argv[1:] if a != "--wait-for-lock"]
+    with open(os.environ["FAKE_DVC_CALLS"], "a") as calls:
+        calls.write(json.dumps(args) + "\\n")
+    if args[0] == "status":
+        print(json.dumps({name: [] for name in os.environ["FAKE_DVC_STALE"].split(",")}))
+    elif args[:2] == ["repro", "--single-item"]:
+        for stage in args[2:]:
+            print(f"Running stage '{stage}':")
+            if stage in os.environ["FAKE_DVC_FAIL"].split(","):
+                print("ERROR: failed to reproduce", stage)
+                sys.exit(255)
+        time.sleep(0.2)
+""")
+
+
+@pytest.fixture
+def fake_dvc(tmp_path, monkeypatch):
+    script = tmp_path / "fake_dvc.py"
+    script.write_text(FAKE_DVC)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    monkeypatch.setattr(repro, "DVC", [sys.executable, str(script)])
+    monkeypatch.setenv("FAKE_DVC_CALLS", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("FAKE_DVC_FAIL", "")
+
+    def calls() -> list[list[str]]:
+        return [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+    return tmp_path, calls
+
+
+def test_lanes_are_the_sweeps_then_each_experiment_in_params_order():
+    from pipelines import config
+
+    names = [(lane.name, lane.stages) for lane in repro.lanes(config.validate(tiny_params()))]
+    assert names == [("study", ("study_data", "study")), ("anomaly", ("anomaly",)),
+                     ("mlp", ("train@mlp", "evaluate@mlp", "export@mlp")),
+                     ("cnn", ("train@cnn", "evaluate@cnn", "export@cnn"))]
+
+
+def test_only_lanes_with_a_changed_stage_run_then_the_rest_of_the_pipeline(fake_dvc, monkeypatch):
+    root, calls = fake_dvc
+    monkeypatch.setenv("FAKE_DVC_STALE", "prepare,train@cnn,anomaly,report")
+    repro.run(jobs=2, root=root)
+    made = calls()
+    assert made[0] == ["repro", "prepare"] and made[1] == ["status", "--json"] and made[-1] == ["repro"]
+    lanes = sorted(tuple(call[2:]) for call in made[2:-1])
+    assert lanes == [("anomaly",), ("train@cnn", "evaluate@cnn", "export@cnn")]
+    assert repro.ran(root / "outputs" / "logs" / "cnn.log") == ["train@cnn", "evaluate@cnn", "export@cnn"]
+
+
+def test_a_failed_lane_stops_the_run_with_its_name(fake_dvc, monkeypatch, capsys):
+    root, calls = fake_dvc
+    monkeypatch.setenv("FAKE_DVC_STALE", "study,anomaly,train@mlp,train@cnn")
+    monkeypatch.setenv("FAKE_DVC_FAIL", "anomaly")
+    with pytest.raises(runtime.StageError, match="lane anomaly failed"):
+        repro.run(jobs=1, root=root)
+    # one lane at a time: study, then anomaly fails; no experiment lane and no final repro
+    assert [call[2:] for call in calls()[2:]] == [["study_data", "study"], ["anomaly"]]
+    assert "ERROR: failed to reproduce anomaly" in capsys.readouterr().err
+
+
+def test_jobs_zero_is_a_plain_dvc_repro(fake_dvc, monkeypatch):
+    root, calls = fake_dvc
+    monkeypatch.setenv("FAKE_DVC_STALE", "train@mlp")
+    repro.run(jobs=0, root=root)
+    assert calls() == [["repro", "prepare"], ["repro"]]
+
+
+def test_bad_params_fail_before_any_stage(fake_dvc, capsys):
+    root, calls = fake_dvc
+    (root / "params.yaml").write_text("datasets: [digits]\nexperiments: {}\n")
+    with pytest.raises(SystemExit) as exit_:
+        runtime.run_stage(lambda: repro.run(jobs=2, root=root))
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.startswith("error: ") and not (root / "calls.jsonl").exists()

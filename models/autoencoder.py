@@ -78,7 +78,8 @@ class VariationalParams(DeepParams):
 
 @keras.saving.register_keras_serializable("archlab")
 class InputNoise(layers.Layer):
-    """Corrupts its input while training only (the denoising autoencoder's x̃)."""
+    """Corrupts its input while training only (the denoising autoencoder's x̃); the noise's
+    seed is `seed`, or by default one drawn from the global (the experiment's) seed."""
 
     def __init__(self, kind: str = "gaussian", level: float = 0.3, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -104,7 +105,8 @@ def corrupt(x, kind: str, level: float, seed):
     if kind == "masking":
         return keras.ops.where(hit, 0.0, x)
     if kind == "salt_and_pepper":
-        salt = keras.random.uniform(shape, seed=seed) < 0.5
+        # a second, different draw: an int seed gives the same numbers every time
+        salt = keras.random.uniform(shape, seed=seed + 1 if isinstance(seed, int) else seed) < 0.5
         return keras.ops.where(hit, keras.ops.cast(salt, x.dtype), x)
     raise ValueError(f"unknown noise {kind!r}; known: gaussian, masking, salt_and_pepper")
 
@@ -164,7 +166,7 @@ def build_deep(inputs: keras.KerasTensor, head: Head, params: DeepParams,
 @register("denoising_autoencoder", hyperparameters=DenoisingParams, tasks=RECONSTRUCTION)
 def build_denoising(inputs: keras.KerasTensor, head: Head, params: DenoisingParams) -> keras.Model:
     """Denoising autoencoder: the deep one, its input corrupted while training."""
-    return build_deep(inputs, head, params, InputNoise(params.noise, params.noise_level, seed=1, name="noise"))
+    return build_deep(inputs, head, params, InputNoise(params.noise, params.noise_level, name="noise"))
 
 
 @register("conv_autoencoder", hyperparameters=ConvParams, tasks=RECONSTRUCTION)
@@ -198,9 +200,11 @@ def build_conv(inputs: keras.KerasTensor, head: Head, params: ConvParams) -> ker
 class VariationalAutoencoder(keras.Model):
     """A VAE: `encoder` x -> [μ, log σ²], `decoder` z -> x̂. Its own `train_step` minimises
     the negative ELBO (summed binary cross-entropy + beta × KL); calling it reconstructs from μ
-    at inference and from a sampled z while training."""
+    at inference and from a sampled z while training. ε's seed: `seed`, or by default one
+    drawn from the global seed (the experiment's, `keras.utils.set_random_seed`)."""
 
-    def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float = 1.0, seed: int = 1, **kwargs):
+    def __init__(self, encoder: keras.Model, decoder: keras.Model, beta: float = 1.0, seed: int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.decoder, self.beta, self.seed = encoder, decoder, beta, seed
         self.generator = keras.random.SeedGenerator(seed)

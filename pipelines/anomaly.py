@@ -48,6 +48,9 @@ def one_class(exp: config.Experiment, normal: int, root: Path, percentile: float
     context = stage.context(f"class_{normal}", exp, root, data_dir=data_dir, mlflow_experiment=MLFLOW_EXPERIMENT)
     keep = lambda image, label: tf.equal(tf.cast(label, tf.int64), normal)  # noqa: E731
     splits = context.splits
+    if splits.class_names and normal >= len(splits.class_names):
+        raise runtime.StageError(f"anomaly.classes: {exp.dataset} has classes 0-{len(splits.class_names) - 1} "
+                                 f"(got {normal})")
     context.splits.train, context.splits.validation = splits.train.filter(keep), splits.validation.filter(keep)
     trained = train.fit(context)
     model = keras.models.load_model(context.train_dir / "model.keras")

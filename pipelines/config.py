@@ -74,9 +74,6 @@ class Experiment(Strict):
     architecture: str
     dataset: str
     seed: int = Field(ge=0)
-    # the task, where the dataset serves more than its own (`reconstruction` of an image
-    # dataset's images by an autoencoder); default: the dataset's
-    task: Optional[str] = None
     hyperparameters: dict      # may be {}: the architecture's defaults
     training: Training
     export: Export             # may be {}: the defaults below
@@ -140,6 +137,13 @@ class Anomaly(Strict):
     training: Training
     threshold_percentile: float = Field(default=95.0, gt=0, lt=100)
 
+    @field_validator("classes")
+    @classmethod
+    def _once_each(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"each class once (got {v})")
+        return v
+
     @field_validator("architecture")
     @classmethod
     def _an_autoencoder(cls, v: str) -> str:
@@ -148,7 +152,7 @@ class Anomaly(Strict):
         return v
 
     def experiment(self) -> Experiment:
-        return Experiment(architecture=self.architecture, dataset=self.dataset, task="reconstruction",
+        return Experiment(architecture=self.architecture, dataset=self.dataset,
                           seed=self.seed, hyperparameters=self.hyperparameters, training=self.training, export={})
 
 
@@ -197,18 +201,17 @@ def validate(raw: object, source: str = "params.yaml") -> Params:
             arch.hyperparameters.model_validate(exp.hyperparameters)
         except ValidationError as e:
             raise ParamsError(f"{source}: {_one_line(e, where + '.hyperparameters')}") from None
+        # a catalog dataset's task is known once it is prepared: the stage checks it then
         native = datasets.static_task(exp.dataset)
-        if exp.task is not None and exp.task != native and exp.task not in datasets.ALSO.get(native, ()):
-            serves = [t for t in (native, *datasets.ALSO.get(native, ())) if t]
-            raise ParamsError(f"{source}: {where}.task: dataset {exp.dataset!r} does not serve {exp.task!r}; "
-                              f"it serves {', '.join(serves) or 'its catalog task'}")
-        task = exp.task or native
+        task = task_for(exp.architecture, native)
         if task is not None and task not in arch.tasks:
+            serves = ", ".join((native, *datasets.ALSO.get(native, ())))
             raise ParamsError(f"{source}: {where}.architecture: {exp.architecture!r} does not do "
-                              f"{task} (dataset {exp.dataset!r}); it does {', '.join(arch.tasks)}")
-        if arch.steps is not None and "int8" in exp.export.variants:
-            raise ParamsError(f"{source}: {where}.export.variants: {exp.architecture!r} exports step "
-                              "models, which have no int8 variant; list float32, dynamic_range, float16")
+                              f"{task} (dataset {exp.dataset!r} serves {serves}); it does {', '.join(arch.tasks)}")
+        if (arch.steps is not None or task == "reconstruction") and "int8" in exp.export.variants:
+            kind = "step models" if arch.steps is not None else "an encoder and a decoder"
+            raise ParamsError(f"{source}: {where}.export.variants: {exp.architecture!r} exports {kind}, "
+                              "which have no int8 variant; list float32, dynamic_range, float16")
         if exp.dataset not in params.datasets:
             raise ParamsError(f"{source}: {where}.dataset: {exp.dataset!r} is not in datasets "
                               f"({', '.join(params.datasets)}), so it is never prepared")
@@ -273,6 +276,16 @@ def experiment(params: Params, name: str) -> Experiment:
                           f"{', '.join(sorted(params.experiments))}") from None
 
 
+def task_for(architecture: str, native: str | None) -> str | None:
+    """The dataset's own task, or for an architecture that does not do it, the first other
+    task the dataset serves that the architecture does (an autoencoder on an image dataset:
+    reconstruction). None while a catalog dataset's task is unknown."""
+    if native is None:
+        return None
+    does = models.get(architecture).tasks
+    return native if native in does else next((t for t in datasets.ALSO.get(native, ()) if t in does), native)
+
+
 def task_name(exp: Experiment) -> str:
-    """The experiment's task: its own `task`, else its dataset's."""
-    return exp.task or datasets.task(exp.dataset)
+    """The experiment's task, from its dataset and architecture."""
+    return task_for(exp.architecture, datasets.task(exp.dataset))

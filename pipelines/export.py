@@ -254,13 +254,14 @@ class Halves:
         for part, path in zip((encoder, decoder), files):
             _check_builtin(part, path)
         keras_codes = _first(self.parts["encoder"].predict(x, batch_size=256, verbose=0))
+        keras_images = self.parts["decoder"].predict(keras_codes, batch_size=256, verbose=0)
         diff, outputs = 0.0, []
-        for image, keras_code in zip(tqdm(x, desc=desc, unit="ex", leave=False), keras_codes):
+        for image, keras_code, keras_image in zip(tqdm(x, desc=desc, unit="ex", leave=False), keras_codes,
+                                                  keras_images):
             codes = encoder(image=image[None])
             diff = max(diff, float(np.max(np.abs(codes[0][0] - keras_code))))
             from_keras_code = decoder(code=keras_code[None])[0]
-            keras_image = self.parts["decoder"](keras_code[None], training=False)
-            diff = max(diff, float(np.max(np.abs(from_keras_code - np.asarray(keras_image)))))
+            diff = max(diff, float(np.max(np.abs(from_keras_code[0] - keras_image))))
             outputs.append(decoder(code=codes[0])[0][0])
         return np.stack(outputs), diff
 

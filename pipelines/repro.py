@@ -17,7 +17,7 @@ TFLite conversion. The experiments do not depend on one another, so this runs th
 
 Every stage's outputs are the same as with a plain `dvc repro` (each run is seeded and
 deterministic on its own), so `dvc.lock` is too. Each lane's output goes to
-`outputs/logs/<lane>.log`; a failed lane stops new ones from starting, its log's end is
+`outputs/logs/<first stage>.log`; a failed lane stops new ones from starting, its log's end is
 printed, and the exit status is 1.
 """
 
@@ -43,6 +43,10 @@ DVC = [sys.executable, "-m", "dvc"]
 class Lane:
     name: str
     stages: tuple[str, ...]
+
+    @property
+    def log(self) -> str:
+        return f"{self.stages[0]}.log"    # stage names are unique; an experiment may be called `study`
 
 
 def lanes(params: config.Params) -> list[Lane]:
@@ -92,14 +96,14 @@ def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
         while queue or running:
             while queue and len(running) < jobs and not failed:
                 lane = queue.pop(0)
-                running[pool.submit(_lane, root, lane, logs / f"{lane.name}.log")] = (lane, time.monotonic())
+                running[pool.submit(_lane, root, lane, logs / lane.log)] = (lane, time.monotonic())
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 lane, started = running.pop(future)
                 code = future.result()
-                stages = ", ".join(ran(logs / f"{lane.name}.log")) or "nothing to run"
+                stages = ", ".join(ran(logs / lane.log)) or "nothing to run"
                 progress.write(f"{lane.name}: {stages} ({time.monotonic() - started:.0f} s)"
                                + ("" if code == 0 else f", failed (exit {code})"))
                 progress.update()
@@ -107,7 +111,7 @@ def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
                     failed.append(lane)
     if failed:
         for lane in failed:
-            log = logs / f"{lane.name}.log"
+            log = logs / lane.log
             print("\n".join([f"--- the end of {log}", *log.read_text().splitlines()[-15:]]), file=sys.stderr)
         raise runtime.StageError(f"lane {', '.join(lane.name for lane in failed)} failed (log in {logs}); "
                                  "no lane was started after it")

@@ -45,7 +45,8 @@ def context(name: str, exp: config.Experiment, root: Path, *, data_dir: Path | N
     """Seed everything and load the dataset and task of any experiment (also the study's)."""
     runtime.setup(exp.seed)
     splits = datasets.load(exp.dataset, exp.training.validation_percent, data_dir)
-    return Context(name, exp, splits, tasks.get(exp.task or splits.task), root, mlflow_experiment)
+    return Context(name, exp, splits, tasks.get(config.task_for(exp.architecture, splits.task)), root,
+                   mlflow_experiment)
 
 
 def trained_model(name: str) -> keras.Model:

@@ -66,7 +66,13 @@ def experiment_id(name: str) -> str:
     if found is not None:
         return found.experiment_id
     location = None if user_uri() else (store_dir() / "artifacts").as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        found = mlflow.get_experiment_by_name(name)    # created meanwhile by another stage
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _git(*args: str) -> str:

@@ -57,6 +57,24 @@ def test_noise_corrupts_while_training_only(kind):
         assert 0.1 < changed < 0.35   # about `level` of the pixels (some already were 0 or 1)
 
 
+@pytest.mark.parametrize("seed", [5, "generator"])
+def test_salt_and_pepper_sets_both_salt_and_pepper(seed):
+    x = np.full((4, 16, 16, 1), 0.5, np.float32)
+    noisy = np.asarray(autoencoder.corrupt(x, "salt_and_pepper", 0.4,
+                                           keras.random.SeedGenerator(5) if seed == "generator" else seed))
+    hit = noisy != 0.5
+    assert 0.3 < hit.mean() < 0.5 and 0.4 < noisy[hit].mean() < 0.6   # about half 0, half 1
+    assert set(np.unique(noisy[hit])) == {0.0, 1.0}
+
+
+def test_noise_follows_the_global_seed():
+    def noise(global_seed):
+        keras.utils.set_random_seed(global_seed)
+        return np.asarray(autoencoder.InputNoise("gaussian", 0.3)(_images(2), training=True))
+    np.testing.assert_array_equal(noise(1), noise(1))
+    assert not np.allclose(noise(1), noise(2))
+
+
 def test_deep_autoencoder_learns_to_reconstruct():
     keras.utils.set_random_seed(0)
     model = _build("deep_autoencoder", hidden_units=[64])
@@ -104,6 +122,7 @@ def test_encoder_and_decoder_convert_to_builtin_tflite_with_parity(kind):
         got = [v for _, v in sorted(runner(**{input_name: x}).items())]
         expected = fixed.predict(x, verbose=0)
         expected = expected if isinstance(expected, list) else [expected]
+        assert len(got) == len(expected) == (2 if kind == "vae" and name == "encoder" else 1)
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, atol=1e-4)
 
@@ -111,10 +130,10 @@ def test_encoder_and_decoder_convert_to_builtin_tflite_with_parity(kind):
 # --- the reconstruction task through the stages (digits: 8x8 images) ----------------------
 
 def _ae_experiment(kind, **hyperparameters):
-    return {"architecture": kind, "dataset": "digits", "task": "reconstruction", "seed": 3,
+    return {"architecture": kind, "dataset": "digits", "seed": 3,
             "hyperparameters": {"code_size": 8, **hyperparameters},
             "training": {"epochs": 3, "batch_size": 64, "learning_rate": 0.005},
-            "export": {"latency_runs": 3}}
+            "export": {"variants": ["float32", "float16"], "latency_runs": 3}}
 
 
 @pytest.mark.parametrize("kind,extra", [("deep_autoencoder", {"hidden_units": [32]}),
@@ -139,17 +158,20 @@ def test_autoencoders_train_and_evaluate_on_an_image_dataset(workspace, kind, ex
     assert table[0] == "reconstruction_mse" and len(table) == 1 + metrics["test_examples"]
 
 
-def test_a_task_the_dataset_does_not_serve_is_a_params_error():
+def test_the_task_follows_from_the_dataset_and_the_architecture():
     from pipelines import config
     from tests.conftest import tiny_params
 
-    bad = {**_ae_experiment("autoencoder"), "task": "forecasting"}
-    with pytest.raises(config.ParamsError, match="experiments.ae.task: dataset 'digits' does not serve 'forecasting'; "
-                                                 "it serves image_classification, reconstruction"):
-        config.validate(tiny_params(ae=bad))
-    classifier_as_autoencoder = {**_ae_experiment("autoencoder"), "architecture": "mlp", "hyperparameters": {}}
-    with pytest.raises(config.ParamsError, match="'mlp' does not do reconstruction"):
-        config.validate(tiny_params(ae=classifier_as_autoencoder))
+    params = config.validate(tiny_params(ae=_ae_experiment("autoencoder")))
+    assert config.task_name(params.experiments["ae"]) == "reconstruction"
+    assert config.task_name(params.experiments["mlp"]) == "image_classification"
+    on_sequences = {**_ae_experiment("autoencoder"), "dataset": "japanese_vowels"}
+    with pytest.raises(config.ParamsError, match="experiments.ae.architecture: 'autoencoder' does not do "
+                       "sequence_classification \\(dataset 'japanese_vowels' serves sequence_classification\\)"):
+        config.validate(tiny_params(("japanese_vowels",), ae=on_sequences))
+    with pytest.raises(config.ParamsError, match="experiments.ae.export.variants: 'autoencoder' exports an "
+                       "encoder and a decoder, which have no int8 variant"):
+        config.validate(tiny_params(ae={**_ae_experiment("autoencoder"), "export": {}}))
 
 
 @pytest.mark.parametrize("kind,extra", [("deep_autoencoder", {"hidden_units": [32]}), ("vae", {"hidden_units": [32]})])
@@ -188,6 +210,20 @@ def test_one_class_anomaly_detection_scores_each_class_against_the_rest(workspac
     metrics = json.loads((paths.ANOMALY / "metrics.json").read_text())
     assert metrics["anomaly_roc_auc_mean"] == pytest.approx(results["roc_auc"].mean())
     assert (paths.ANOMALY / "roc_auc.png").exists() and "mean ROC-AUC" in (paths.ANOMALY / "anomaly.md").read_text()
+
+
+def test_anomaly_classes_are_each_once_and_in_the_dataset(workspace):
+    from pipelines import anomaly, config, runtime
+    from tests.conftest import tiny_params
+
+    doc = {**tiny_params(), "anomaly": {"architecture": "autoencoder", "dataset": "digits", "classes": [1, 1], "seed": 3,
+                                        "hyperparameters": {"code_size": 4},
+                                        "training": {"epochs": 1, "batch_size": 32, "learning_rate": 0.01}}}
+    with pytest.raises(config.ParamsError, match=r"anomaly.classes: each class once \(got \[1, 1\]\)"):
+        config.validate(doc)
+    doc["anomaly"]["classes"] = [10]
+    with pytest.raises(runtime.StageError, match="anomaly.classes: digits has classes 0-9 \\(got 10\\)"):
+        anomaly.run(config.validate(doc))
 
 
 def test_anomaly_needs_an_autoencoder():

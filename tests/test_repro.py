@@ -61,7 +61,7 @@ def test_only_lanes_with_a_changed_stage_run_then_the_rest_of_the_pipeline(fake_
     assert made[0] == ["repro", "prepare"] and made[1] == ["status", "--json"] and made[-1] == ["repro"]
     lanes = sorted(tuple(call[2:]) for call in made[2:-1])
     assert lanes == [("anomaly",), ("train@cnn", "evaluate@cnn", "export@cnn")]
-    assert repro.ran(root / "outputs" / "logs" / "cnn.log") == ["train@cnn", "evaluate@cnn", "export@cnn"]
+    assert repro.ran(root / "outputs" / "logs" / "train@cnn.log") == ["train@cnn", "evaluate@cnn", "export@cnn"]
 
 
 def test_a_failed_lane_stops_the_run_with_its_name(fake_dvc, monkeypatch, capsys):

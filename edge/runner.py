@@ -2,6 +2,8 @@
 
     python runner.py model.tflite inputs.npy [--labels labels.txt] [--output preds.npy]
     python runner.py generate <tflite folder> [--variant float32] [TEXT ...]
+    python runner.py reconstruct <tflite folder> images.npy [--variant float32] [--output out.npy]
+    python runner.py sample <tflite folder> N [--seed 0] [--variant float32] --output out.npy
 
 `inputs.npy` holds float32 inputs shaped like the model's input without the batch
 axis, or with it ((N, ...) for N samples). Inputs are scaled as in training
@@ -176,10 +178,79 @@ def generate(argv: list[str]) -> int:
     return 0
 
 
+class Autoencoder:
+    """An autoencoder's `<variant>_encoder.tflite` (image -> code; a VAE's gives its mean
+    first) and `<variant>_decoder.tflite` (code -> image; the VAE's generator)."""
+
+    def __init__(self, folder, variant: str = "float32", num_threads: int = 1):
+        self.encoder = StepModel(Path(folder) / f"{variant}_encoder.tflite", num_threads)
+        self.decoder = StepModel(Path(folder) / f"{variant}_decoder.tflite", num_threads)
+        self.code_size = int(self.decoder.inputs["code"][0][-1])
+
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        return self.encoder(image=image[None])[0][0]
+
+    def decode(self, code: np.ndarray) -> np.ndarray:
+        return self.decoder(code=code[None])[0][0]
+
+    def reconstruct(self, image: np.ndarray) -> np.ndarray:
+        return self.decode(self.encode(image))
+
+
+def reconstruct(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="runner.py reconstruct", description="Reconstruct images with an "
+                                     "archlab autoencoder's encoder and decoder; prints each image's "
+                                     "reconstruction error (mean squared, per pixel), the anomaly score.")
+    parser.add_argument("folder", help="the export folder: <variant>_encoder.tflite, <variant>_decoder.tflite")
+    parser.add_argument("images", help="a .npy file of float32 images in [0, 1], (N, H, W, C) or one (H, W, C)")
+    parser.add_argument("--variant", default="float32")
+    parser.add_argument("--output", help="also save the reconstructions to this .npy file")
+    args = parser.parse_args(argv)
+    try:
+        model = Autoencoder(args.folder, args.variant)
+        images = np.load(args.images).astype(np.float32)
+        shape = tuple(int(n) for n in model.encoder.inputs["image"][0][1:])
+        if images.size == 0 or images.size % int(np.prod(shape)):
+            raise ValueError(f"{args.images}: an array shaped {images.shape} does not hold images of {shape}")
+        images = images.reshape((-1, *shape))
+        outputs = np.stack([model.reconstruct(image) for image in images])
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.output:
+        np.save(args.output, outputs)
+    for image, output in zip(images, outputs):
+        print(f"{float(np.mean((output - image) ** 2)):.6g}")
+    return 0
+
+
+def sample(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="runner.py sample", description="New images from a variational "
+                                     "autoencoder's decoder: codes drawn from its prior N(0, I).")
+    parser.add_argument("folder", help="the export folder: <variant>_decoder.tflite")
+    parser.add_argument("count", type=int, help="how many images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", default="float32")
+    parser.add_argument("--output", required=True, help="the .npy file for the images (N, H, W, C)")
+    args = parser.parse_args(argv)
+    try:
+        decoder = StepModel(Path(args.folder) / f"{args.variant}_decoder.tflite")
+        codes = np.random.default_rng(args.seed).standard_normal((args.count, decoder.inputs["code"][0][-1]))
+        np.save(args.output, np.stack([decoder(code=code[None])[0][0] for code in codes.astype(np.float32)]))
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.count} images in {args.output}")
+    return 0
+
+
+COMMANDS = {"generate": generate, "reconstruct": reconstruct, "sample": sample}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["generate"]:
-        return generate(argv[1:])
+    if argv[:1] and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     parser = argparse.ArgumentParser(description="Predict with an archlab TFLite model: a class "
                                      "(name) per input, or its value for one-output models.")
     parser.add_argument("model", help="a .tflite file")

@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 
 import keras
+import mlflow
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -61,10 +62,12 @@ def one_class(exp: config.Experiment, normal: int, root: Path, percentile: float
     anomalous = labels != normal
     threshold = float(np.percentile(train_errors, percentile))
     names = splits.class_names
-    return {"class": normal, "name": names[normal] if names else str(normal),
-            "roc_auc": float(roc_auc_score(anomalous, test_errors)), "threshold": threshold,
-            "false_positive_rate": float(np.mean(test_errors[~anomalous] > threshold)),
-            "detection_rate": float(np.mean(test_errors[anomalous] > threshold)),
+    scores = {"roc_auc": float(roc_auc_score(anomalous, test_errors)), "threshold": threshold,
+              "false_positive_rate": float(np.mean(test_errors[~anomalous] > threshold)),
+              "detection_rate": float(np.mean(test_errors[anomalous] > threshold))}
+    with stage.mlflow_run(context, "anomaly"):
+        mlflow.log_metrics(scores)
+    return {"class": normal, "name": names[normal] if names else str(normal), **scores,
             "train_images": int(len(train_images)), "train_seconds": trained["train_seconds"]}
 
 

@@ -175,7 +175,7 @@ def test_the_task_follows_from_the_dataset_and_the_architecture():
 
 
 @pytest.mark.parametrize("kind,extra", [("deep_autoencoder", {"hidden_units": [32]}), ("vae", {"hidden_units": [32]})])
-def test_autoencoder_halves_export_with_parity(workspace, kind, extra):
+def test_autoencoder_halves_export_with_parity_and_run_on_the_edge_runner(workspace, kind, extra, capsys):
     from pipelines import config, export, paths, train
     from tests.conftest import tiny_params
 
@@ -185,9 +185,30 @@ def test_autoencoder_halves_export_with_parity(workspace, kind, extra):
     exported = export.export("ae", params)
     assert exported["tflite_float32_max_abs_diff"] <= 1e-4
     assert abs(exported["tflite_float32_reconstruction_mse_delta"]) < 1e-6
-    assert sorted(f.name for f in (paths.export_dir("ae") / "tflite").iterdir()) == [
+    folder = paths.export_dir("ae") / "tflite"
+    assert sorted(f.name for f in folder.iterdir()) == [
         "float16_decoder.tflite", "float16_encoder.tflite", "float32_decoder.tflite", "float32_encoder.tflite",
         "labels.txt"]
+    # the edge runner: reconstructions and their errors as Keras computes them; samples
+    import keras
+
+    from edge import runner
+    model = keras.models.load_model(paths.train_dir("ae") / "model.keras")
+    images = np.random.default_rng(0).uniform(size=(3, 8, 8, 1)).astype(np.float32)
+    np.save(paths.export_dir("ae") / "images.npy", images[..., 0])          # no channel axis: reshaped
+    out = paths.export_dir("ae") / "out.npy"
+    capsys.readouterr()                                                      # training's output
+    assert runner.main(["reconstruct", str(folder), str(paths.export_dir("ae") / "images.npy"),
+                        "--output", str(out)]) == 0
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-4)
+    printed = [float(v) for v in capsys.readouterr().out.split()]
+    np.testing.assert_allclose(printed, ((expected - images) ** 2).mean(axis=(1, 2, 3)), rtol=1e-3)
+    assert runner.main(["sample", str(folder), "5", "--output", str(out)]) == 0
+    samples = np.load(out)
+    assert samples.shape == (5, 8, 8, 1) and 0 <= samples.min() and samples.max() <= 1
+    assert runner.main(["reconstruct", str(folder), str(paths.export_dir("ae") / "out.npy"), "--variant", "int8"]) == 1
+    assert "int8_encoder.tflite" in capsys.readouterr().err
 
 
 def test_one_class_anomaly_detection_scores_each_class_against_the_rest(workspace):

@@ -11,11 +11,7 @@ converted to each variant:
     float16        float16 weights
     int8           full-integer: int8 weights, activations, inputs and outputs,
                    calibrated on examples of the training split; recurrent models are
-                   converted unrolled (TFLite's calibrator crashes on their loop ops) and
-                   quantised by the flatbuffer quantizer: the MLIR one gives one of several
-                   different files from run to run for an unrolled LSTM (measured on
-                   laser_lstm: two sizes, three checksums in five runs), which a DVC output
-                   cannot be
+                   converted unrolled (TFLite's calibrator crashes on their loop ops)
 
 A generative architecture (seq2seq, language model) exports its step models instead: the
 encoder and the one-step decoder as `<variant>_encoder.tflite` / `<variant>_decoder.tflite`
@@ -71,10 +67,8 @@ def fixed_batch_copy(model: keras.Model, exp: config.Experiment, head: models.re
     return copy
 
 
-def convert(model: keras.Model, variant: str, representative: np.ndarray | None = None,
-            flatbuffer_quantizer: bool = False) -> bytes:
-    """Convert with builtin ops only; a model that needs Flex ops fails here.
-    `flatbuffer_quantizer`: int8 through the older, flatbuffer-based quantizer."""
+def convert(model: keras.Model, variant: str, representative: np.ndarray | None = None) -> bytes:
+    """Convert with builtin ops only; a model that needs Flex ops fails here."""
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if variant == "dynamic_range":
@@ -90,7 +84,6 @@ def convert(model: keras.Model, variant: str, representative: np.ndarray | None 
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-        converter.experimental_new_quantizer = not flatbuffer_quantizer
     elif variant != "float32":
         raise ValueError(f"unknown TFLite variant {variant!r}; known: {', '.join(config.VARIANTS)}")
     try:
@@ -140,18 +133,15 @@ class SingleModel:
 
     def __init__(self, model: keras.Model, exp: config.Experiment, task: tasks.Task, splits, variants):
         self.edge = fixed_batch_copy(model, exp, task.head(splits))
-        # int8 calibration crashes on TFLite's recurrent loop ops: int8 files are unrolled,
-        # and quantised by the flatbuffer quantizer (the MLIR one is not deterministic there)
+        # int8 calibration crashes on TFLite's recurrent loop ops: int8 files are unrolled
         self.int8 = fixed_batch_copy(model, exp, task.head(splits), unroll=True) if "int8" in variants else None
-        self.unrolled = "unroll" in type(config.hyperparameters(exp)).model_fields
 
     def keras_latency_ms(self, x: np.ndarray, runs: int) -> float:
         return median_latency_ms(keras_predict_one(self.edge), x[0], runs)
 
     def write(self, variant: str, folder, representative) -> list:
         path = folder / f"{variant}.tflite"
-        path.write_bytes(convert(self.int8 if variant == "int8" else self.edge, variant, representative,
-                                 flatbuffer_quantizer=self.unrolled))
+        path.write_bytes(convert(self.int8 if variant == "int8" else self.edge, variant, representative))
         return [path]
 
     def run(self, files, x: np.ndarray, reference: np.ndarray, task, desc: str):

@@ -106,7 +106,7 @@ def inference(params: config.Params) -> pd.DataFrame:
             log.info("%s: not trained and exported yet, skipped", name)
             continue
         splits = datasets.load(exp.dataset, exp.training.validation_percent)
-        task = tasks.get(exp.task or splits.task)
+        task = tasks.get(config.task_for(exp.architecture, splits.task))
         x, _ = tasks.arrays(splits.test, task, limit=1)
         edge = export.edge_export(keras.models.load_model(paths.train_dir(name) / "model.keras"),
                                   exp, task, splits)

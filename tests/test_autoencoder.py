@@ -209,6 +209,10 @@ def test_autoencoder_halves_export_with_parity_and_run_on_the_edge_runner(worksp
     assert samples.shape == (5, 8, 8, 1) and 0 <= samples.min() and samples.max() <= 1
     assert runner.main(["reconstruct", str(folder), str(paths.export_dir("ae") / "out.npy"), "--variant", "int8"]) == 1
     assert "int8_encoder.tflite" in capsys.readouterr().err
+    # `make bench`'s latency table times both halves (untrained experiments are skipped)
+    from pipelines import bench
+    row = bench.inference(params).set_index("experiment").loc["ae"]
+    assert row["keras ms"] > 0 and row["float32 ms"] > 0 and row["float16 ms"] > 0
 
 
 def test_one_class_anomaly_detection_scores_each_class_against_the_rest(workspace):

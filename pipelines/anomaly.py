@@ -41,7 +41,7 @@ COLUMNS = ["class", "name", "roc_auc", "threshold", "false_positive_rate", "dete
 def errors(model: keras.Model, images: np.ndarray) -> np.ndarray:
     """Each image's reconstruction error: the mean squared error over its pixels."""
     outputs = model.predict(images, batch_size=tasks.PREDICT_BATCH, verbose=0)
-    return np.mean((outputs.reshape(len(images), -1) - images.reshape(len(images), -1)) ** 2, axis=1)
+    return tasks._per_image_mse(outputs, images)   # the reconstruction task's own per-image score
 
 
 def one_class(exp: config.Experiment, normal: int, root: Path, percentile: float, data_dir: Path | None = None) -> dict:

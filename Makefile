@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export MLFLOW_DISABLE_TELEMETRY ?= true
 MLFLOW_PORT ?= 5000
 
-.PHONY: help venv data run test test-fast ui bench clean
+.PHONY: help venv data dag run test test-fast lint ui bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ data: venv ## fetch the embedded raw datasets into data/ (versioned by data.dvc)
 # Independent lanes of stages (each experiment, the study, the anomaly sweep) run side by side.
 JOBS ?= 2
 
+dag: venv ## write dvc.yaml from params.yaml and the code's imports (make run does it first)
+	$(BIN)/python -m pipelines.dag
+
 run: data ## run the whole pipeline: dvc repro, JOBS=2 lanes of stages side by side (JOBS=0: one at a time)
 	$(BIN)/python -m pipelines.repro --jobs $(JOBS)
 	@cat outputs/report/leaderboard.md
@@ -42,8 +45,12 @@ run: data ## run the whole pipeline: dvc repro, JOBS=2 lanes of stages side by s
 test: venv ## run the test suite
 	$(BIN)/python -m pytest
 
-test-fast: venv ## the test suite without the slow end-to-end tests
+test-fast: venv ## the test suite without the slow tests (the end-to-end runs, every stage kind)
 	$(BIN)/python -m pytest -m "not slow"
+
+lint: venv ## ruff over the code and the tests; dvc.yaml is what `make dag` writes
+	$(BIN)/ruff check .
+	$(BIN)/python -m pipelines.dag --check
 
 ui: venv ## the MLflow UI on http://127.0.0.1:5000 (MLFLOW_PORT=...) over the repo's store
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow/mlflow.db" --host 127.0.0.1 --port $(MLFLOW_PORT)

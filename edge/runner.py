@@ -101,7 +101,7 @@ class Generator:
                                   key=lambda n: int(n.rsplit("_", 1)[1]))
 
     @classmethod
-    def from_folder(cls, folder, variant: str = "float32") -> "Generator":
+    def from_folder(cls, folder, variant: str = "float32") -> Generator:
         folder = Path(folder)
         encoder = folder / f"{variant}_encoder.tflite"
         return cls(folder / f"{variant}_decoder.tflite", encoder if encoder.exists() else None)

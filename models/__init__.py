@@ -1,9 +1,9 @@
 """archlab architectures: one module per family, each architecture registered by name.
 
-Importing this package registers every architecture; `models.registry` looks them up.
+`models.get(name)` imports the family module that registers `name` (see
+`models.registry.FAMILIES`) and returns its `Architecture`; nothing is imported eagerly.
 """
 
-from models import autoencoder, cnn, esn, mlp, recurrent, seq2seq  # noqa: F401  (registration side effect)
 from models.registry import build, get, names, register
 
 __all__ = ["build", "get", "names", "register"]

@@ -31,7 +31,7 @@ iterations (matrix products only), so the whole classifier converts to builtin T
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 import keras
 import numpy as np
@@ -171,7 +171,7 @@ class EsnParams(Hyperparameters):
     seed: int = Field(default=0, ge=0)
     masking: bool = True
     representation: Literal["last", "mean", "model_space"] = "last"
-    pca_components: Optional[int] = Field(default=None, ge=1)
+    pca_components: int | None = Field(default=None, ge=1)
     model_space_ridge: float = Field(default=1.0, gt=0)
     solver_iterations: int = Field(default=40, ge=1)
     readout: Literal["ridge", "dense"] = "ridge"
@@ -223,10 +223,9 @@ def harvest(model: keras.Model, inputs: np.ndarray, masking: bool,
     return (states if every_step else state), real
 
 
-def fit(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, params: EsnParams) -> bool:
+def fit(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, params: EsnParams) -> None:
     """Fit what has a closed form: the PCA of the training states (scikit-learn), then a
-    ridge readout over the representations. True when the readout is `dense` and still
-    needs gradient training."""
+    ridge readout over the representations (a `dense` readout is left to gradient descent)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import Ridge
 
@@ -244,7 +243,7 @@ def fit(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, params: Esn
         layer.set_weights([pca.components_.T, -pca.mean_ @ pca.components_.T])
         features = keras.ops.convert_to_numpy(layer(states.astype("float32")))
     if params.readout == "dense":
-        return True
+        return
     if features.ndim == 3 and not per_step:  # one target per sequence
         summary = model.get_layer("representation")
         features = keras.ops.convert_to_numpy(summary(features.astype("float32"), mask=real))
@@ -259,7 +258,8 @@ def fit(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, params: Esn
     ridge = Ridge(alpha=params.ridge, solver="cholesky").fit(features.astype(np.float64), targets)
     kernel = np.reshape(ridge.coef_, (targets.shape[1], features.shape[1])).T
     readout.set_weights([kernel.astype("float32"), np.reshape(ridge.intercept_, -1).astype("float32")])
-    return False
 
 
-register("esn", hyperparameters=EsnParams, tasks=TASKS, fit=fit)(build_esn)
+# Gradient descent follows the closed-form fit only for a `dense` readout.
+register("esn", hyperparameters=EsnParams, tasks=TASKS, fit=fit,
+         gradient=lambda params: params.readout == "dense")(build_esn)

@@ -8,13 +8,15 @@ over classes, linear for regression; `per_step` for one output per time step), s
 architecture serves every task it declares.
 
 The registered name is the `architecture` value in `params.yaml`. Looking up an
-unknown name raises a `ValueError` that lists the known ones.
+unknown name raises a `ValueError` that lists the known ones. `FAMILIES` says which module
+registers each name, so that looking one up imports that family alone.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import keras
 from pydantic import BaseModel, ConfigDict
@@ -41,11 +43,26 @@ class Head:
 
 Builder = Callable[[keras.KerasTensor, Head, Hyperparameters], keras.Model]
 # A closed-form fit (reservoir computing's ridge readout): (model, inputs, targets,
-# hyperparameters) -> whether gradient training must still follow.
-Fit = Callable[..., bool]
+# hyperparameters) -> None; it runs before any gradient training.
+Fit = Callable[..., None]
 # Step models of a generative architecture (seq2seq, language model): (trained model,
 # batch size) -> {"encoder": ..., "decoder": ...}, what inference and TFLite run.
 Steps = Callable[..., dict]
+Evaluate = Callable[..., tuple[dict, dict]]
+
+# The module of `models/` that registers each architecture: `get` imports that one module,
+# not every family, so a stage imports (and DVC tracks) only its own architecture's code.
+# `register` refuses a name that is missing here or registered from another module.
+FAMILIES: dict[str, str] = {
+    "mlp": "mlp",
+    "cnn": "cnn",
+    "simple_rnn": "recurrent", "lstm": "recurrent", "gru": "recurrent",
+    "bi_simple_rnn": "recurrent", "bi_lstm": "recurrent", "bi_gru": "recurrent",
+    "esn": "esn",
+    "seq2seq": "seq2seq", "rnn_lm": "seq2seq",
+    "autoencoder": "autoencoder", "deep_autoencoder": "autoencoder", "denoising_autoencoder": "autoencoder",
+    "conv_autoencoder": "autoencoder", "vae": "autoencoder",
+}
 
 
 @dataclass(frozen=True)
@@ -57,37 +74,58 @@ class Architecture:
     description: str
     fit: Fit | None = None
     steps: Steps | None = None
+    # (hyperparameters) -> whether gradient descent trains the model; False: `fit` alone
+    # does (a closed-form model takes no epochs, optimizer or learning rate)
+    gradient: Callable[[Hyperparameters], bool] = lambda hyperparameters: True
+    # The architecture's own test scores beside its task's: (trained model, test inputs) ->
+    # (metrics, {picture name: {row title: images}}), e.g. a VAE's ELBO and its samples
+    evaluate: Evaluate | None = None
+
+    @property
+    def module(self) -> str:
+        return f"models.{FAMILIES[self.name]}"
+
+    def trains_by_gradient(self, hyperparameters: Hyperparameters) -> bool:
+        return self.gradient(hyperparameters)
 
 
 _REGISTRY: dict[str, Architecture] = {}
 
 
 def register(name: str, *, hyperparameters: type[Hyperparameters], tasks: tuple[str, ...],
-             fit: Fit | None = None, steps: Steps | None = None):
-    """Register a builder under `name`; a name can be registered once. `fit`, if given,
-    trains the built model in closed form before (or instead of) gradient descent; `steps`,
-    if given, splits a trained model into the step models that generate from it."""
+             fit: Fit | None = None, steps: Steps | None = None,
+             gradient: Callable[[Hyperparameters], bool] | None = None, evaluate: Evaluate | None = None):
+    """Register a builder under `name`; a name can be registered once, from the module
+    `FAMILIES` names. `fit`, if given, fits the built model in closed form first; `gradient`
+    tells for given hyperparameters whether gradient descent follows (default: always);
+    `steps`, if given, splits a trained model into the step models that generate from it;
+    `evaluate`, if given, scores the trained model in the architecture's own terms."""
 
     def decorator(build: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"architecture {name!r} is registered twice")
+        if FAMILIES.get(name) is None or build.__module__ != f"models.{FAMILIES[name]}":
+            raise ValueError(f"architecture {name!r} registered in {build.__module__}: list it in "
+                             "models.registry.FAMILIES under its module")
         doc = (build.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = Architecture(name, build, hyperparameters, tasks, doc[0] if doc else "", fit,
-                                      steps)
+                                      steps, gradient or (lambda hyperparameters: True), evaluate)
         return build
 
     return decorator
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(FAMILIES)
 
 
 def get(name: str) -> Architecture:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(names())}") from None
+    """The registered architecture `name`, its family's module imported on first use."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(names())}")
+    if name not in _REGISTRY:
+        importlib.import_module(f"models.{FAMILIES[name]}")
+    return _REGISTRY[name]
 
 
 def build(name: str, input_shape: tuple, head: Head | int, hyperparameters: dict | Hyperparameters,

@@ -30,8 +30,9 @@ Hyperparameters (both architectures):
     embedding_dim:  width of the token embedding (shared by encoder and decoder inputs).
     dropout_rate:   dropout on each recurrent layer's inputs while training.
     reverse_source: (seq2seq) the encoder reads the source last token first.
-    beam_width:     (seq2seq) 1: greedy decoding only; more: the evaluation also decodes with
-                    a beam search of that width (test_exact_match_beam).
+
+The beam's width is an evaluation setting (`evaluation.beam_width` of the experiment), not a
+hyperparameter: it changes no weight.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ class LanguageModelParams(Hyperparameters):
 
 class Seq2SeqParams(LanguageModelParams):
     reverse_source: bool = False
-    beam_width: int = Field(default=1, ge=1)
 
 
 @keras.saving.register_keras_serializable("archlab")

@@ -29,19 +29,14 @@ import pandas as pd
 import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
-from pipelines import config, paths, plots, runtime, stage, tasks, tracking, train
+from pipelines import config, paths, runtime, stage, tracking, training
+from pipelines.plots import plt, save
 
 log = logging.getLogger("archlab.anomaly")
 MLFLOW_EXPERIMENT = "one_class_anomaly"
 RESULTS = "results.csv"
-FIGURE = "roc_auc.png"
+FIGURE = paths.ANOMALY_FIGURE
 COLUMNS = ["class", "name", "roc_auc", "threshold", "false_positive_rate", "detection_rate", "train_images"]
-
-
-def errors(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """Each image's reconstruction error: the mean squared error over its pixels."""
-    outputs = model.predict(images, batch_size=tasks.PREDICT_BATCH, verbose=0)
-    return tasks._per_image_mse(outputs, images)   # the reconstruction task's own per-image score
 
 
 def one_class(exp: config.Experiment, normal: int, root: Path, percentile: float, data_dir: Path | None = None) -> dict:
@@ -53,12 +48,12 @@ def one_class(exp: config.Experiment, normal: int, root: Path, percentile: float
         raise runtime.StageError(f"anomaly.classes: {exp.dataset} has classes 0-{len(splits.class_names) - 1} "
                                  f"(got {normal})")
     context.splits.train, context.splits.validation = splits.train.filter(keep), splits.validation.filter(keep)
-    trained = train.fit(context)
+    trained = training.fit(context)
     model = keras.models.load_model(context.train_dir / "model.keras")
-    classify = tasks.TASKS["image_classification"]
-    train_images, _ = tasks.arrays(splits.train, classify)
-    test_images, labels = tasks.arrays(splits.test, classify)
-    train_errors, test_errors = errors(model, train_images), errors(model, test_images)
+    task = context.task   # reconstruction: each image's error is its pixel MSE
+    train_images, _ = task.labelled(splits.train)
+    test_images, labels = task.labelled(splits.test)
+    train_errors, test_errors = task.errors(model, train_images), task.errors(model, test_images)
     anomalous = labels != normal
     threshold = float(np.percentile(train_errors, percentile))
     names = splits.class_names
@@ -74,7 +69,7 @@ def one_class(exp: config.Experiment, normal: int, root: Path, percentile: float
 def run(params: config.Params, out_dir: Path | None = None, data_dir: Path | None = None) -> pd.DataFrame:
     """Every class's run (none without `anomaly` in params.yaml); the results, the figure
     and the table."""
-    settings = params.anomaly
+    settings = config.anomaly(params)
     out_dir = out_dir or paths.ANOMALY
     with runtime.atomic_dir(out_dir) as out:
         (out / "runs").mkdir()
@@ -87,14 +82,31 @@ def run(params: config.Params, out_dir: Path | None = None, data_dir: Path | Non
         results = pd.DataFrame(rows, columns=[*COLUMNS, "train_seconds"])
         results[COLUMNS].to_csv(out / RESULTS, index=False)
         mean = float(results["roc_auc"].mean()) if rows else float("nan")
-        runtime.write_json(out / "metrics.json", {"classes": len(rows), **({"anomaly_roc_auc_mean": mean} if rows else {}),
-                                                  **{f"roc_auc_{r['class']}": r["roc_auc"] for r in rows}})
+        runtime.write_json(out / "metrics.json", {
+            "classes": len(rows), **({"anomaly_roc_auc_mean": mean} if rows else {}),
+            **{f"roc_auc_{r['class']}": r["roc_auc"] for r in rows}})
         runtime.write_json(out / paths.TIMINGS, {"train_seconds": {str(r["class"]): r["train_seconds"] for r in rows}})
         (out / "anomaly.md").write_text((markdown(results, settings.threshold_percentile) if rows else
                                          "No one-class anomaly detection in params.yaml (`anomaly`).") + "\n")
-        plots.roc_auc_per_class(results, out / FIGURE)
+        roc_auc_per_class(results, out / FIGURE)
     log.info("one-class anomaly detection: mean ROC-AUC %.4f over %d classes", mean, len(rows))
     return results
+
+
+def roc_auc_per_class(results: pd.DataFrame, path: Path) -> None:
+    """One-class anomaly detection: ROC-AUC with each class as the normal one."""
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    if len(results):
+        bars = ax.bar(results["name"].astype(str), results["roc_auc"].astype(float))
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in results["roc_auc"]], fontsize=7)
+        ax.axhline(results["roc_auc"].mean(), color="black", lw=0.8, ls="--",
+                   label=f"mean {results['roc_auc'].mean():.3f}")
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance 0.5")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("ROC-AUC (normal class vs the rest)")
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.legend(loc="lower right", fontsize=8)
+    save(fig, path)
 
 
 def markdown(results: pd.DataFrame, percentile: float) -> str:

@@ -29,8 +29,10 @@ import pandas as pd
 from tqdm import tqdm
 
 import models
-from pipelines import config, datasets, export, paths, runtime, tasks
+from pipelines import config, datasets, paths, runtime, tasks
+from pipelines.exporters import tflite
 from pipelines.runtime import StageError
+from pipelines.tasks.forecasting import nrmse
 
 log = logging.getLogger("archlab.bench")
 RUNS = 300
@@ -72,7 +74,7 @@ def esn_against_reservoirpy(seeds=ESN_SEEDS, points: int = 2000) -> pd.DataFrame
         built = time.perf_counter()
         esn.fit(model, x_train[None], y_train[None], params)
         done = time.perf_counter()
-        outputs = export.keras_predict_one(model)(whole[0]).numpy()[0, -len(x_test):]
+        outputs = tflite.keras_predict_one(model)(whole[0]).numpy()[0, -len(x_test):]
         return outputs, done - built, done - started
 
     rows = []
@@ -80,7 +82,7 @@ def esn_against_reservoirpy(seeds=ESN_SEEDS, points: int = 2000) -> pd.DataFrame
         run(0)  # warm up imports and caches, untimed
         for seed in tqdm(seeds, desc=library, unit="seed", leave=False):
             outputs, fit_s, build_fit_s = run(seed)
-            rows.append({"library": library, "seed": seed, "test_nrmse": tasks.nrmse(outputs, y_test),
+            rows.append({"library": library, "seed": seed, "test_nrmse": nrmse(outputs, y_test),
                          "fit_s": fit_s, "build_fit_s": build_fit_s})
     return pd.DataFrame(rows)
 
@@ -107,14 +109,14 @@ def inference(params: config.Params) -> pd.DataFrame:
             continue
         splits = datasets.load(exp.dataset, exp.training.validation_percent)
         task = tasks.get(config.task_for(exp.architecture, splits.task))
-        x, _ = tasks.arrays(splits.test, task, limit=1)
-        edge = export.edge_export(keras.models.load_model(paths.train_dir(name) / "model.keras"),
-                                  exp, task, splits)
+        x, _ = task.arrays(splits.test, limit=1)
+        edge = task.exporter()(keras.models.load_model(paths.train_dir(name) / "model.keras"),
+                               exp, task, splits, exp.export.variants)
         keras_ms = edge.keras_latency_ms(x, RUNS)
         row = {"experiment": name, "keras ms": keras_ms}
         for variant in exp.export.variants:
             step = edge.one_step(edge.files(files, variant), x)
-            ms = export.median_latency_ms(lambda _: step(), None, RUNS)
+            ms = tflite.median_latency_ms(lambda _, step=step: step(), None, RUNS)
             row[f"{variant} ms"] = ms
             row[f"{variant} speed-up"] = keras_ms / ms
         rows.append(row)
@@ -139,7 +141,8 @@ def main() -> None:
                              {"command": "dvc status", "median s": wall_seconds("dvc", "status")}])
     text = "\n\n".join([f"## Echo state network against reservoirpy (Mackey-Glass, {len(ESN_SEEDS)} seeds)",
                          reservoir.to_markdown(index=False, floatfmt=".4g"),
-                         "## Single-sample inference latency (median of %d runs; one decoder step for seq2seq and language models)" % RUNS,
+                         f"## Single-sample inference latency (median of {RUNS} runs; one decoder step for "
+                         "seq2seq and language models)",
                         table.to_markdown(index=False, floatfmt=".3f") if len(table) else "(nothing exported)",
                         "## Pipeline", pipeline.to_markdown(index=False, floatfmt=".2f")]) + "\n"
     paths.OUTPUTS.mkdir(exist_ok=True)

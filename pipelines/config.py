@@ -1,33 +1,44 @@
 """The `params.yaml` schema, validated before any work.
 
-    datasets: [fashion_mnist]          # prepared by the `prepare` stage
+    datasets: [fashion_mnist]          # one `prepare@<dataset>` stage each
     experiments:
       <name>:                           # a DVC foreach key and an MLflow run name
         architecture: cnn               # a name in the models registry
         dataset: fashion_mnist          # embedded name or tfds/<catalog name>
         seed: 42
         hyperparameters: {...}          # the architecture's own schema (models/<family>.py)
-        training: {...}                 # `Training` below
+        training: {...}                 # `Training` below: what the architecture takes
+        evaluation: {...}               # optional: the task's evaluation-only settings
         export: {...}                   # `Export` below
     study: {...}                        # optional: `Study` below (the adding-problem sweep)
+    anomaly: {...}                      # optional: `Anomaly` below (one-class detection)
 
-Any error (unknown name, wrong type, out-of-range value, missing or unknown key) is
-reported as one line naming the key and what is allowed, before anything is written.
+Two depths, so that a stage imports only its own architecture's code: `load` checks the
+document's shape (keys, types, ranges, names) without importing any architecture family;
+`experiment(params, name)`, `study(params)` and `anomaly(params)` check one section against
+its architecture (hyperparameters, the training settings it takes, the task it does, the
+task's evaluation settings); `validate` does both for everything. Any error is one line
+naming the key and what is allowed; a misspelled key names the closest valid one.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+import types
+import typing
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import models
-from pipelines import datasets, paths
+from models.registry import FAMILIES
+from pipelines import datasets, paths, tasks
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
+SWEEPS = ("study", "anomaly")   # lanes of their own: not experiment names
 VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -37,29 +48,35 @@ class Strict(BaseModel):
 
 
 class Training(Strict):
-    epochs: int = Field(ge=1)
+    # What every architecture takes, fitted in closed form or by gradient descent:
     batch_size: int = Field(ge=1)
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
-    learning_rate: float = Field(gt=0, le=10)
-    lr_schedule: Literal["constant", "cosine"] = "constant"
     validation_percent: int = Field(default=10, ge=1, le=50)
+    max_train_examples: int | None = Field(default=None, ge=1)
+    # Gradient descent only (an architecture fitted in closed form refuses them):
+    epochs: int | None = Field(default=None, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    learning_rate: float | None = Field(default=None, gt=0, le=10)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     early_stopping_patience: int = Field(default=5, ge=0)
-    clipnorm: Optional[PositiveFloat] = None
-    clipvalue: Optional[PositiveFloat] = None
+    clipnorm: PositiveFloat | None = None
+    clipvalue: PositiveFloat | None = None
     shuffle_buffer: int = Field(default=10_000, ge=1)
-    max_train_examples: Optional[int] = Field(default=None, ge=1)
     # Updates per epoch, the training split repeating as needed (default: one pass over it);
     # epochs x steps_per_epoch is then the number of updates, whatever the dataset size.
-    steps_per_epoch: Optional[int] = Field(default=None, ge=1)
+    steps_per_epoch: int | None = Field(default=None, ge=1)
     # Train steps per call into TensorFlow: more saves per-step overhead on small models.
     steps_per_execution: int = Field(default=1, ge=1)
+
+
+FITTING = ("batch_size", "validation_percent", "max_train_examples")
+GRADIENT_REQUIRED = ("epochs", "learning_rate")
 
 
 class Export(Strict):
     variants: list[Literal[VARIANTS]] = Field(default=list(VARIANTS), min_length=1)
     float32_tolerance: float = Field(default=1e-4, gt=0)
     representative_examples: int = Field(default=200, ge=1)
-    parity_examples: Optional[int] = Field(default=None, ge=1)
+    parity_examples: int | None = Field(default=None, ge=1)
     latency_runs: int = Field(default=200, ge=1)
 
     @field_validator("variants")
@@ -70,19 +87,22 @@ class Export(Strict):
         return v
 
 
+def _known_architecture(v: str) -> str:
+    if v not in FAMILIES:
+        raise ValueError(f"unknown architecture {v!r}; known: {', '.join(models.names())}")
+    return v
+
+
 class Experiment(Strict):
     architecture: str
     dataset: str
     seed: int = Field(ge=0)
-    hyperparameters: dict      # may be {}: the architecture's defaults
+    hyperparameters: dict = {}  # the architecture's schema; {}: its defaults
     training: Training
-    export: Export             # may be {}: the defaults below
+    evaluation: dict = {}       # the task's evaluation schema; {}: its defaults
+    export: Export              # may be {}: the defaults above
 
-    @field_validator("architecture")
-    @classmethod
-    def _known_architecture(cls, v: str) -> str:
-        models.get(v)
-        return v
+    _architecture = field_validator("architecture")(_known_architecture)
 
     @field_validator("dataset")
     @classmethod
@@ -98,9 +118,9 @@ class Study(Strict):
 
     cells: list[str] = Field(min_length=1)                        # registered architectures
     lengths: list[Annotated[int, Field(ge=2)]] = Field(min_length=1)
-    clipnorm: list[Optional[PositiveFloat]] = Field(min_length=1)  # null: no clipping
+    clipnorm: list[PositiveFloat | None] = Field(min_length=1)  # null: no clipping
     seed: int = Field(ge=0)
-    hyperparameters: dict                                         # for every cell
+    hyperparameters: dict = {}                                    # for every cell
     training: Training
     workers: int = Field(default=2, ge=1)   # runs side by side, one process and thread each
 
@@ -108,9 +128,7 @@ class Study(Strict):
     @classmethod
     def _known_cells(cls, v: list[str]) -> list[str]:
         for name in v:
-            arch = models.get(name)
-            if "sequence_regression" not in arch.tasks:
-                raise ValueError(f"{name!r} does not do sequence_regression (the adding problem)")
+            _known_architecture(name)
         return v
 
     @field_validator("training")
@@ -133,9 +151,11 @@ class Anomaly(Strict):
     dataset: str                                        # an image dataset
     classes: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)   # the normal class of each run
     seed: int = Field(ge=0)
-    hyperparameters: dict
+    hyperparameters: dict = {}
     training: Training
     threshold_percentile: float = Field(default=95.0, gt=0, lt=100)
+
+    _architecture = field_validator("architecture")(_known_architecture)
 
     @field_validator("classes")
     @classmethod
@@ -144,23 +164,17 @@ class Anomaly(Strict):
             raise ValueError(f"each class once (got {v})")
         return v
 
-    @field_validator("architecture")
-    @classmethod
-    def _an_autoencoder(cls, v: str) -> str:
-        if "reconstruction" not in models.get(v).tasks:
-            raise ValueError(f"{v!r} does not do reconstruction: one-class detection needs an autoencoder")
-        return v
-
     def experiment(self) -> Experiment:
-        return Experiment(architecture=self.architecture, dataset=self.dataset,
-                          seed=self.seed, hyperparameters=self.hyperparameters, training=self.training, export={})
+        return Experiment(architecture=self.architecture, dataset=self.dataset, seed=self.seed,
+                          hyperparameters=self.hyperparameters, training=self.training,
+                          export={"variants": ["float32"]})   # never exported
 
 
 class Params(Strict):
     datasets: list[str] = Field(min_length=1)
     experiments: dict[str, Experiment] = Field(min_length=1)
-    study: Optional[Study] = None
-    anomaly: Optional[Anomaly] = None
+    study: Study | None = None
+    anomaly: Anomaly | None = None
 
     @field_validator("datasets")
     @classmethod
@@ -174,81 +188,172 @@ class ParamsError(ValueError):
     """params.yaml is invalid; the message is one line naming the key."""
 
 
-def _one_line(error: ValidationError, prefix: str = "") -> str:
-    first = error.errors()[0]
+# --- one-line errors --------------------------------------------------------------------
+
+def _fields_at(schema: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys a mapping at `loc` (inside a document of `schema`) may have."""
+    node: object = schema
+    for part in loc:
+        while typing.get_origin(node) in (typing.Union, types.UnionType, Annotated):
+            node = next(a for a in typing.get_args(node) if a is not type(None))
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            if part not in node.model_fields:
+                return []
+            node = node.model_fields[part].annotation
+        elif typing.get_origin(node) is dict:
+            node = typing.get_args(node)[1]
+        else:
+            return []
+    while typing.get_origin(node) in (typing.Union, types.UnionType):
+        node = next(a for a in typing.get_args(node) if a is not type(None))
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+def _one_line(error: ValidationError, schema: type[BaseModel], prefix: str = "") -> str:
+    """The first problem of `error`, unknown keys first (a renamed key is also a missing
+    one): `where: message (got value)`, an unknown key with the closest valid one."""
+    problems = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = problems[0]
     where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
+    if first["type"] == "extra_forbidden":
+        valid = _fields_at(schema, first["loc"][:-1])
+        close = difflib.get_close_matches(str(first["loc"][-1]), valid, n=1, cutoff=0.6)
+        hint = f"did you mean `{close[0]}`?" if close else f"known: {', '.join(valid)}" if valid else ""
+        return f"`{where}`: unknown key" + (f"; {hint}" if hint else "")
     message = first["msg"].removeprefix("Value error, ")
     got = f" (got {first['input']!r})" if first["type"] not in ("missing",) and \
         not isinstance(first["input"], dict) else ""
     return f"{where}: {message}{got}"
 
 
-def validate(raw: object, source: str = "params.yaml") -> Params:
-    """Validate a parsed params document; raise ParamsError with a one-line message."""
+def _validate(schema: type[BaseModel], raw: object, source: str, prefix: str = ""):
+    try:
+        return schema.model_validate(raw)
+    except ValidationError as e:
+        raise ParamsError(f"{source}: {_one_line(e, schema, prefix)}") from None
+
+
+# --- the document, then each section against its architecture ----------------------------
+
+def validate(raw: object, source: str = "params.yaml", *, deep: bool = True) -> Params:
+    """Validate a parsed params document (with `deep`, every section against its
+    architecture too); raise ParamsError with a one-line message."""
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level")
-    try:
-        params = Params.model_validate(raw)
-    except ValidationError as e:
-        raise ParamsError(f"{source}: {_one_line(e)}") from None
+    params = _validate(Params, raw, source)
     for name, exp in params.experiments.items():
         where = f"experiments.{name}"
-        if not re.match(NAME_PATTERN, name):
-            raise ParamsError(f"{source}: {where}: experiment names are lower-case letters, "
-                              "digits and underscores")
-        arch = models.get(exp.architecture)
-        try:
-            arch.hyperparameters.model_validate(exp.hyperparameters)
-        except ValidationError as e:
-            raise ParamsError(f"{source}: {_one_line(e, where + '.hyperparameters')}") from None
-        # a catalog dataset's task is known once it is prepared: the stage checks it then
-        native = datasets.static_task(exp.dataset)
-        task = task_for(exp.architecture, native)
-        if task is not None and task not in arch.tasks:
-            serves = ", ".join((native, *datasets.ALSO.get(native, ())))
-            raise ParamsError(f"{source}: {where}.architecture: {exp.architecture!r} does not do "
-                              f"{task} (dataset {exp.dataset!r} serves {serves}); it does {', '.join(arch.tasks)}")
-        if (arch.steps is not None or task == "reconstruction") and "int8" in exp.export.variants:
-            kind = "step models" if arch.steps is not None else "an encoder and a decoder"
-            raise ParamsError(f"{source}: {where}.export.variants: {exp.architecture!r} exports {kind}, "
-                              "which have no int8 variant; list float32, dynamic_range, float16")
+        if not re.match(NAME_PATTERN, name) or name in SWEEPS:
+            raise ParamsError(f"{source}: {where}: experiment names are lower-case letters, digits and "
+                              f"underscores, and not {' or '.join(SWEEPS)} (the sweeps' own lanes)")
         if exp.dataset not in params.datasets:
             raise ParamsError(f"{source}: {where}.dataset: {exp.dataset!r} is not in datasets "
                               f"({', '.join(params.datasets)}), so it is never prepared")
-    if params.anomaly is not None:
-        native = datasets.static_task(params.anomaly.dataset)
-        if native is not None and "reconstruction" not in datasets.ALSO.get(native, ()):
-            raise ParamsError(f"{source}: anomaly.dataset: {params.anomaly.dataset!r} is not an image dataset")
-        if params.anomaly.dataset not in params.datasets:
-            raise ParamsError(f"{source}: anomaly.dataset: {params.anomaly.dataset!r} is not in datasets "
-                              f"({', '.join(params.datasets)}), so it is never prepared")
-        try:
-            models.get(params.anomaly.architecture).hyperparameters.model_validate(params.anomaly.hyperparameters)
-        except ValidationError as e:
-            raise ParamsError(f"{source}: {_one_line(e, 'anomaly.hyperparameters')}") from None
-    if params.study is not None:
-        for cell in params.study.cells:
-            try:
-                models.get(cell).hyperparameters.model_validate(params.study.hyperparameters)
-            except ValidationError as e:
-                raise ParamsError(f"{source}: {_one_line(e, 'study.hyperparameters')}") from None
+    if params.anomaly is not None and params.anomaly.dataset not in params.datasets:
+        raise ParamsError(f"{source}: anomaly.dataset: {params.anomaly.dataset!r} is not in datasets "
+                          f"({', '.join(params.datasets)}), so it is never prepared")
+    if deep:
+        for name in params.experiments:
+            experiment(params, name, source)
+        study(params, source)
+        anomaly(params, source)
     return params
 
 
-def load(path: Path = paths.PARAMS) -> Params:
-    """Read and validate `params.yaml`."""
+def check_experiment(exp: Experiment, where: str, source: str = "params.yaml") -> None:
+    """One experiment against its architecture: hyperparameters, the training settings the
+    architecture takes, the task it does on the dataset, the task's evaluation settings."""
+    arch = models.get(exp.architecture)
+    hyperparameters = _validate(arch.hyperparameters, exp.hyperparameters, source, f"{where}.hyperparameters")
+    _check_training(arch, hyperparameters, exp.training, f"{where}.training", source)
+    native = datasets.static_task(exp.dataset)   # a catalog dataset's task: once it is prepared
+    task = task_for(exp.architecture, native)
+    if task is None:
+        return
+    if task not in arch.tasks:
+        serves = ", ".join((native, *datasets.ALSO.get(native, ())))
+        raise ParamsError(f"{source}: {where}.architecture: {exp.architecture!r} does not do {task} (dataset "
+                          f"{exp.dataset!r} serves {serves}); it does {', '.join(arch.tasks)}")
+    evaluation(exp, task, where, source)
+    if not tasks.get(task).exports_int8 and "int8" in exp.export.variants:
+        raise ParamsError(f"{source}: {where}.export.variants: {exp.architecture!r} exports "
+                          f"{'step models' if arch.steps else 'an encoder and a decoder'}, which have no "
+                          "int8 variant; list float32, dynamic_range, float16")
+
+
+def _check_training(arch, hyperparameters, training: Training, where: str, source: str) -> None:
+    if arch.trains_by_gradient(hyperparameters):
+        for key in GRADIENT_REQUIRED:
+            if getattr(training, key) is None:
+                raise ParamsError(f"{source}: {where}.{key}: Field required ({arch.name} trains by gradient descent)")
+        return
+    for key in sorted(training.model_fields_set - set(FITTING)):
+        raise ParamsError(f"{source}: {where}.{key}: {arch.name} is fitted in closed form with these "
+                          f"hyperparameters (no gradient descent), so it takes only {', '.join(FITTING)}")
+
+
+def experiment(params: Params, name: str, source: str = "params.yaml") -> Experiment:
+    """The experiment `name`, checked against its architecture."""
+    try:
+        exp = params.experiments[name]
+    except KeyError:
+        raise ParamsError(f"unknown experiment {name!r}; params.yaml has "
+                          f"{', '.join(sorted(params.experiments))}") from None
+    check_experiment(exp, f"experiments.{name}", source)
+    return exp
+
+
+def study(params: Params, source: str = "params.yaml") -> Study | None:
+    """The study, each cell checked: it does the adding problem, takes the hyperparameters."""
+    settings = params.study
+    for cell in settings.cells if settings else ():
+        arch = models.get(cell)
+        if "sequence_regression" not in arch.tasks:
+            raise ParamsError(f"{source}: study.cells: {cell!r} does not do sequence_regression (the adding problem)")
+        hyperparameters = _validate(arch.hyperparameters, settings.hyperparameters, source, "study.hyperparameters")
+        _check_training(arch, hyperparameters, settings.training, "study.training", source)
+    return settings
+
+
+def anomaly(params: Params, source: str = "params.yaml") -> Anomaly | None:
+    """The anomaly sweep, checked: an autoencoder, on an image dataset."""
+    settings = params.anomaly
+    if settings is None:
+        return None
+    if "reconstruction" not in models.get(settings.architecture).tasks:
+        raise ParamsError(f"{source}: anomaly.architecture: {settings.architecture!r} does not do "
+                          "reconstruction: one-class detection needs an autoencoder")
+    native = datasets.static_task(settings.dataset)
+    if native is not None and "reconstruction" not in datasets.ALSO.get(native, ()):
+        raise ParamsError(f"{source}: anomaly.dataset: {settings.dataset!r} is not an image dataset")
+    check_experiment(settings.experiment(), "anomaly", source)
+    return settings
+
+
+def load(path: Path = paths.PARAMS, *, deep: bool = False) -> Params:
+    """Read `params.yaml` and check its shape (with `deep`, every section too)."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such file") from None
     except yaml.YAMLError as e:
-        raise ParamsError(f"{Path(path).name}: not valid YAML: {str(e).splitlines()[0]}") from None
-    return validate(raw, Path(path).name)
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{Path(path).name}: not valid YAML{line}: "
+                          f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}") from None
+    return validate(raw, Path(path).name, deep=deep)
 
+
+# --- what the stages read ---------------------------------------------------------------
 
 def hyperparameters(exp: Experiment) -> models.registry.Hyperparameters:
     """The experiment's hyperparameters, with the architecture's defaults filled in."""
     return models.get(exp.architecture).hyperparameters.model_validate(exp.hyperparameters)
+
+
+def evaluation(exp: Experiment, task: str, where: str = "evaluation", source: str = "params.yaml"):
+    """The experiment's evaluation settings, with the task's defaults filled in."""
+    return _validate(tasks.get(task).Evaluation, exp.evaluation, source, f"{where}.evaluation")
 
 
 def flat(exp: Experiment) -> dict[str, object]:
@@ -258,22 +363,14 @@ def flat(exp: Experiment) -> dict[str, object]:
     out: dict[str, object] = {}
 
     def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else k, v)
-        else:
+        elif not isinstance(value, dict):
             out[prefix] = value
 
     walk("", doc)
     return out
-
-
-def experiment(params: Params, name: str) -> Experiment:
-    try:
-        return params.experiments[name]
-    except KeyError:
-        raise ParamsError(f"unknown experiment {name!r}; params.yaml has "
-                          f"{', '.join(sorted(params.experiments))}") from None
 
 
 def task_for(architecture: str, native: str | None) -> str | None:

@@ -14,12 +14,15 @@ PARAMS = ROOT / "params.yaml"
 DATA = ROOT / "data"
 DATA_DVC = ROOT / "data.dvc"
 OUTPUTS = ROOT / "outputs"
-TFDS_DIR = OUTPUTS / "tfds"
+TFDS_DIR = OUTPUTS / "tfds"           # one folder per dataset: `prepare@<dataset>`'s output
+CHECKS = OUTPUTS / "checks"           # `check@<lane>`'s stamps
 EXPERIMENTS = OUTPUTS / "experiments"
 REPORT = OUTPUTS / "report"
 STUDY = OUTPUTS / "study"             # the long-term dependency study
 ANOMALY = OUTPUTS / "anomaly"         # one-class anomaly detection
 STUDY_DATA = OUTPUTS / "study_tfds"   # its adding-problem datasets
+STUDY_FIGURE = "mse_vs_length.png"   # in STUDY: test MSE against T
+ANOMALY_FIGURE = "roc_auc.png"        # in ANOMALY: ROC-AUC per normal class
 # Wall-clock figures (training time, latency) differ per machine and per run, so they
 # live in this file beside a stage's DVC outputs, outside DVC (see .dvcignore).
 TIMINGS = "timings.json"
@@ -32,6 +35,11 @@ def tracking_root(root: Path = ROOT) -> Path:
         if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return root
+
+
+def tfds_dir(dataset: str) -> Path:
+    """Where `prepare@<dataset>` writes the TFDS dataset `dataset`."""
+    return TFDS_DIR / dataset
 
 
 def experiment_dir(name: str) -> Path:

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 
-from pipelines import anomaly, config, paths, plots, runtime, study, tasks, tracking
+import models
+from pipelines import config, paths, runtime, tasks, tracking
+from pipelines.plots import plt, save
 
 log = logging.getLogger("archlab.report")
 NA = float("nan")
@@ -58,12 +62,15 @@ def table(params: config.Params) -> pd.DataFrame:
         row = {"task": f"{task.name}/{exp.dataset}", "experiment": name,
                "architecture": exp.architecture, "metric": metric, "headline": evaluation[metric],
                "test_loss": evaluation.get("test_loss"), "parameters": trained["num_parameters"],
-               "epochs": trained["epochs_run"], "train_seconds": trained.get("train_seconds", NA),
+               "epochs": trained["epochs_run"],
+               "closed_form": not models.get(exp.architecture).trains_by_gradient(config.hyperparameters(exp)),
+               "train_seconds": trained.get("train_seconds", NA),
                "keras_latency_ms": exported.get("keras_latency_ms", NA),
                "higher_is_better": task.higher_is_better,
                "baseline": next((v for k, v in evaluation.items() if k.startswith("baseline_")), NA),
                "baseline_name": next((k for k in evaluation if k.startswith("baseline_")), ""),
-               "free_run": evaluation.get(f"free_run_nrmse_{tasks.HORIZON}", NA),
+               "free_run": next((v for k, v in evaluation.items() if k.startswith("free_run_nrmse_")), NA),
+               "free_run_name": next((k for k in evaluation if k.startswith("free_run_nrmse_")), ""),
                **{column: evaluation.get(key, NA) for key, column in EXTRA_COLUMNS.items()}}
         for variant in config.VARIANTS:
             prefix = f"tflite_{variant}"
@@ -99,14 +106,14 @@ def markdown(frame: pd.DataFrame) -> str:
         if group["baseline"].notna().any():
             view[group["baseline_name"].iloc[0]] = group["baseline"].map(_fmt("{:.4f}"))
         if group["free_run"].notna().any():
-            view[f"free_run_nrmse_{tasks.HORIZON}"] = group["free_run"].map(_fmt("{:.4f}"))
+            view[group["free_run_name"].dropna().iloc[0]] = group["free_run"].map(_fmt("{:.4f}"))
         for column in EXTRA_COLUMNS.values():
             if column in group and group[column].notna().any():
                 view[column] = group[column].map(_fmt("{:.4f}"))
         seconds = pd.to_numeric(group["train_seconds"], errors="coerce")
         view = view.assign(**{
             "params": group["parameters"],
-            "epochs": group["epochs"].map(lambda e: "closed form" if e == 0 else str(e)),
+            "epochs": [("closed form" if closed else str(e)) for e, closed in zip(group["epochs"], group["closed_form"])],
             "train s": seconds.map(_fmt("{:.1f}")),
             "× fastest": (seconds / seconds.min()).map(_fmt("{:.1f}×")),
         })
@@ -122,7 +129,7 @@ def markdown(frame: pd.DataFrame) -> str:
               "the Keras model; max abs diff is the largest output difference of the float32 file. "
               "train s is the training wall time in this run and × fastest its ratio to the task's "
               "fastest; closed form: fitted without epochs (the echo state network's ridge readout). "
-              f"free_run_nrmse_{tasks.HORIZON}: the error {tasks.HORIZON} steps into free-running "
+              "free_run_nrmse_<h>: the error h steps into free-running "
               "generation (outputs fed back as inputs), over the test series' standard deviation. "
               "Seq2seq and language models export step models: their size is the encoder's and "
               "the one-step decoder's files together, ms is one decoder step, and max abs diff "
@@ -142,6 +149,39 @@ SUMMARY_COLUMNS = ["task", "architecture", "metric", "headline", "baseline", "pa
                    *(f"{v}_{c}" for v in config.VARIANTS for c in ("size_kb", "max_abs_diff", "delta"))]
 
 
+def leaderboard(table: pd.DataFrame, path: Path) -> None:
+    """Per task, one bar per experiment: headline metric, TFLite sizes, latency and parity."""
+    groups = list(table.groupby("task", sort=True))
+    columns = [("headline", None), ("float32_size_kb", "float32 .tflite (KiB)"),
+               ("int8_size_kb", "int8 .tflite (KiB)"), ("float32_latency_ms", "float32 latency (ms)"),
+               ("float32_max_abs_diff", "float32 parity: max abs diff"), ("int8_delta", "int8 metric change")]
+    per_row = 3
+    rows_per_task = -(-len(columns) // per_row)
+    bar_height = 0.45 * max(len(g) for _, g in groups) + 1.4
+    fig, axes = plt.subplots(rows_per_task * len(groups), per_row, squeeze=False,
+                             figsize=(4.4 * per_row, bar_height * rows_per_task * len(groups)))
+    for t, (task, group) in enumerate(groups):
+        for i, (column, label) in enumerate(columns):
+            ax = axes[t * rows_per_task + i // per_row][i % per_row]
+            values = group[column].astype(float)
+            ax.barh(group["experiment"], values, color="tab:green" if column == "headline" else "tab:blue")
+            for y, v in enumerate(values):
+                if np.isfinite(v):
+                    ax.text(v, y, f" {v:.4g}", va="center", fontsize=8)
+            ax.set_title(f"{task}: {label or group['metric'].iloc[0]}", fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+            ax.invert_yaxis()
+            if column == "headline" and len(values.dropna()):
+                low = values.min()
+                ax.set_xlim(max(0.0, low - (values.max() - low) - 0.02), min(1.0, values.max() + 0.03)
+                            if values.max() <= 1 else None)
+            if column in ("float32_max_abs_diff", "int8_delta"):
+                ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 2))
+        for j in range(len(columns), rows_per_task * per_row):
+            axes[t * rows_per_task + j // per_row][j % per_row].axis("off")
+    save(fig, path)
+
+
 def summary(frame: pd.DataFrame) -> dict:
     """Per experiment, the figures that repeat exactly for the same seed."""
     doc = {}
@@ -150,24 +190,12 @@ def summary(frame: pd.DataFrame) -> dict:
     return doc
 
 
-def study_section(params: config.Params) -> str:
-    """The long-term dependency study's table and figure, if params.yaml has a study."""
-    results = paths.STUDY / study.RESULTS
-    if params.study is None or not results.exists():
+def sweep_section(title: str, folder, table: str, figure: str, caption: str) -> str:
+    """A sweep's table (the markdown its stage wrote) and figure, if it ran."""
+    if not (folder / table).exists():
         return ""
-    return "\n".join(["", "## Long-term dependencies: the adding problem", "",
-                      study.markdown(pd.read_csv(results)), "",
-                      f"![test MSE against T](../study/{study.FIGURE})", ""])
-
-
-def anomaly_section(params: config.Params) -> str:
-    """The one-class anomaly detection table and figure, if params.yaml has the sweep."""
-    results = paths.ANOMALY / anomaly.RESULTS
-    if params.anomaly is None or not results.exists():
-        return ""
-    return "\n".join(["", "## One-class anomaly detection", "",
-                      anomaly.markdown(pd.read_csv(results), params.anomaly.threshold_percentile), "",
-                      f"![ROC-AUC per normal class](../anomaly/{anomaly.FIGURE})", ""])
+    return "\n".join(["", f"## {title}", "", (folder / table).read_text().strip(), "",
+                      f"![{caption}](../{folder.name}/{figure})", ""])
 
 
 def pictures_section(params: config.Params) -> str:
@@ -187,18 +215,21 @@ def report(params: config.Params) -> pd.DataFrame:
     with runtime.atomic_dir(paths.REPORT) as out:
         runtime.write_json(out / "summary.json", summary(frame))
         frame.to_csv(out / "leaderboard.csv", index=False)
-        (out / "leaderboard.md").write_text(markdown(frame) + study_section(params) + anomaly_section(params)
-                                           + pictures_section(params))
-        plots.leaderboard(frame, out / "leaderboard.png")
+        study = sweep_section("Long-term dependencies: the adding problem", paths.STUDY, "study.md",
+                              paths.STUDY_FIGURE, "test MSE against T") if params.study else ""
+        anomaly = sweep_section("One-class anomaly detection", paths.ANOMALY, "anomaly.md", paths.ANOMALY_FIGURE,
+                                "ROC-AUC per normal class") if params.anomaly else ""
+        (out / "leaderboard.md").write_text(markdown(frame) + study + anomaly + pictures_section(params))
+        leaderboard(frame, out / "leaderboard.png")
         tracking.configure()
         with mlflow.start_run(experiment_id=tracking.experiment_id("leaderboard"), run_name="report",
                               tags=tracking.run_tags("report", "all", "all", "all", "report")):
             for file in ("leaderboard.md", "leaderboard.csv", "leaderboard.png"):
                 mlflow.log_artifact(str(out / file))
-            if (paths.STUDY / study.FIGURE).exists() and params.study is not None:
-                mlflow.log_artifact(str(paths.STUDY / study.FIGURE))
-            if (paths.ANOMALY / anomaly.FIGURE).exists() and params.anomaly is not None:
-                mlflow.log_artifact(str(paths.ANOMALY / anomaly.FIGURE))
+            for figure, section in ((paths.STUDY / paths.STUDY_FIGURE, params.study),
+                                    (paths.ANOMALY / paths.ANOMALY_FIGURE, params.anomaly)):
+                if section is not None and figure.exists():
+                    mlflow.log_artifact(str(figure))
     log.info("leaderboard of %d experiments in %s", len(frame), paths.REPORT)
     return frame
 

@@ -6,10 +6,12 @@ DVC runs one stage at a time, and most of archlab's stages keep one core of a sm
 busy for much of their time: importing TensorFlow, a small model's sequential steps, a
 TFLite conversion. The experiments do not depend on one another, so this runs them as lanes:
 
-1. `dvc repro prepare`: the inputs every lane reads (data.dvc, the TFDS datasets).
+0. `python -m pipelines.dag`: dvc.yaml from params.yaml (a new experiment gets its stages).
+1. `dvc repro` of the dataset stages (`prepare@`, `generate@`, `download@<dataset>`): the
+   inputs the lanes read.
 2. The lanes, `--jobs` at a time, each one `dvc --wait-for-lock repro --single-item ...`:
-   an experiment's train, evaluate and export stages, the long-term dependency study
-   (study_data, study) and the one-class anomaly sweep. `--single-item` keeps a lane to its
+   an experiment's check, train, evaluate and export stages, the long-term dependency study
+   (check_study, study_data, study) and the one-class anomaly sweep (check_anomaly, anomaly). `--single-item` keeps a lane to its
    own stages, so it never takes a write lock on another lane's files; DVC's repo lock,
    which `--wait-for-lock` waits for, guards `dvc.lock` and the cache between stages.
    Only lanes with a stage that `dvc status` reports as changed are started.
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipelines import config, paths, runtime
+from pipelines import config, dag, paths, runtime
 
 DVC = [sys.executable, "-m", "dvc"]
 
@@ -51,9 +53,16 @@ class Lane:
 
 def lanes(params: config.Params) -> list[Lane]:
     """The sweeps first (the longest lanes), then one lane per experiment in params order."""
-    return [Lane("study", ("study_data", "study")), Lane("anomaly", ("anomaly",)),
-            *(Lane(key, tuple(f"{step}@{key}" for step in ("train", "evaluate", "export")))
-              for key in params.experiments)]
+    sweeps = [Lane("study", ("check_study", "study_data", "study"))] if params.study else []
+    sweeps += [Lane("anomaly", ("check_anomaly", "anomaly"))] if params.anomaly else []
+    return [*sweeps, *(Lane(key, tuple(f"{step}@{key}" for step in ("check", "train", "evaluate", "export")))
+                       for key in params.experiments)]
+
+
+def dataset_stages(params: config.Params) -> list[str]:
+    """The stage of each dataset: `prepare@`, `generate@` or `download@<dataset>`."""
+    return [f"{kind}@{name}" for kind, group in dag.stages(params).items()
+            if kind in ("prepare", "generate", "download") for name in group["foreach"]]
 
 
 def changed(root: Path) -> set[str]:
@@ -76,6 +85,12 @@ def _step(root: Path, *args: str) -> None:
         raise runtime.StageError(f"dvc {' '.join(args)} failed (exit {code})")
 
 
+def _write_dag(root: Path) -> None:
+    code = subprocess.run([sys.executable, "-m", "pipelines.dag"], cwd=root, check=False).returncode
+    if code != 0:
+        raise runtime.StageError(f"python -m pipelines.dag failed (exit {code})")
+
+
 def _lane(root: Path, lane: Lane, log: Path) -> int:
     with log.open("w") as out:
         return subprocess.run([*DVC, "--wait-for-lock", "repro", "--single-item", *lane.stages], cwd=root,
@@ -83,8 +98,10 @@ def _lane(root: Path, lane: Lane, log: Path) -> int:
 
 
 def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
-    every = lanes(config.load(root / "params.yaml"))      # bad params: one line, before any stage
-    _step(root, "repro", "prepare")
+    params = config.load(root / "params.yaml", deep=True)   # bad params: one line, before any stage
+    every = lanes(params)
+    _write_dag(root)
+    _step(root, "repro", *dataset_stages(params))
     stale = changed(root) if jobs > 0 else set()
     queue = [lane for lane in every if stale & set(lane.stages)]
     logs = root / "outputs" / "logs"

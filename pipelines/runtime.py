@@ -9,8 +9,8 @@ import contextlib
 import logging
 import shutil
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 log = logging.getLogger("archlab")
 

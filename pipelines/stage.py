@@ -1,6 +1,6 @@
 """What every per-experiment stage (train, evaluate, export) starts with.
 
-    context = stage.open_experiment("cnn", params)   # seeds set, dataset loaded
+    context = stage.open_experiment("cnn", params)   # checked, seeded, dataset loaded
     with stage.mlflow_run(context, "evaluate"): ...  # the experiment's MLflow run
     stage.cli(evaluate, "Evaluate one experiment")   # `python -m pipelines.evaluate cnn`
 """
@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import keras
 
@@ -34,15 +34,20 @@ class Context:
     def eval_dir(self) -> Path:
         return self.root / "eval"
 
+    @property
+    def evaluation(self):
+        """The experiment's evaluation settings for its task."""
+        return config.evaluation(self.experiment, self.task.name, f"experiments.{self.name}")
+
 
 def open_experiment(name: str, params: config.Params) -> Context:
-    """Look the experiment up in params.yaml, seed everything, load its dataset and task."""
+    """Check the experiment of params.yaml, seed everything, load its dataset and task."""
     return context(name, config.experiment(params, name), paths.EXPERIMENTS / name)
 
 
 def context(name: str, exp: config.Experiment, root: Path, *, data_dir: Path | None = None,
             mlflow_experiment: str | None = None) -> Context:
-    """Seed everything and load the dataset and task of any experiment (also the study's)."""
+    """Seed everything and load the dataset and task of any experiment (also the sweeps')."""
     runtime.setup(exp.seed)
     splits = datasets.load(exp.dataset, exp.training.validation_percent, data_dir)
     return Context(name, exp, splits, tasks.get(config.task_for(exp.architecture, splits.task)), root,

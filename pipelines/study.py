@@ -33,13 +33,15 @@ from pathlib import Path
 
 import keras
 import pandas as pd
+from matplotlib.ticker import ScalarFormatter
 from tqdm import tqdm
 
-from pipelines import config, datasets, evaluate, paths, plots, runtime, stage, tracking, train
+from pipelines import config, datasets, evaluation, paths, runtime, stage, tracking, training
+from pipelines.plots import plt, save
 
 log = logging.getLogger("archlab.study")
 RESULTS = "results.csv"
-FIGURE = "mse_vs_length.png"
+FIGURE = paths.STUDY_FIGURE
 MLFLOW_EXPERIMENT = "long_term_dependencies"
 NO_MEMORY_MSE = 1 / 6
 COLUMNS = ["run", "cell", "length", "clipnorm", "updates", "test_mse", "baseline_mse", "best_val_loss"]
@@ -86,7 +88,7 @@ def run_study(params: config.Params, data_dir: Path | None = None, out_dir: Path
     """Train and score every run (`study.workers` at a time); write the results, the figure
     and the table."""
     data_dir, out_dir = data_dir or paths.STUDY_DATA, out_dir or paths.STUDY
-    study = params.study
+    study = config.study(params)
     todo = runs(study) if study else []
     done: dict[str, tuple[dict, float]] = {}
     with runtime.atomic_dir(out_dir) as out:
@@ -106,7 +108,7 @@ def run_study(params: config.Params, data_dir: Path | None = None, out_dir: Path
         runtime.write_json(out / "metrics.json", {r["run"]: {"test_mse": r["test_mse"]} for r in rows})
         runtime.write_json(out / paths.TIMINGS, {"train_seconds": {n: t for n, (_, t) in done.items()}})
         (out / "study.md").write_text(markdown(results) + "\n")
-        plots.mse_vs_length(results, NO_MEMORY_MSE, out / FIGURE)
+        mse_vs_length(results, NO_MEMORY_MSE, out / FIGURE)
     log.info("study: %d runs in %s", len(rows), out_dir)
     return results
 
@@ -136,13 +138,43 @@ def _train_and_score(run: Run, study: config.Study, root: Path, data_dir: Path) 
     runtime.setup_logging()
     context = stage.context(run.name, run.experiment(study), root, data_dir=data_dir,
                             mlflow_experiment=MLFLOW_EXPERIMENT)
-    trained = train.fit(context)
-    scored = evaluate.score(context, keras.models.load_model(context.train_dir / "model.keras"))
+    trained = training.fit(context)
+    scored = evaluation.score(context, keras.models.load_model(context.train_dir / "model.keras"))
     row = {"run": run.name, "cell": run.cell, "length": run.length, "clipnorm": run.clipnorm,
            "updates": study.training.epochs * study.training.steps_per_epoch,
            "test_mse": scored["test_mse"], "baseline_mse": scored["baseline_mse"],
            "best_val_loss": trained["best_val_loss"]}
     return row, trained["train_seconds"]
+
+
+def mse_vs_length(results: pd.DataFrame, baseline: float, path: Path) -> None:
+    """The long-term dependency study: test MSE against T, one line per cell and clipping
+    setting (solid: clipped, dashed: not), the no-memory baseline drawn across."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    if results.empty:
+        ax.text(0.5, 0.5, "no study in params.yaml", ha="center", va="center")
+        ax.axis("off")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
+    colours = dict(zip(sorted(results["cell"].unique()), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for (cell, clip), group in results.groupby(["cell", results["clipnorm"].fillna(0.0)], sort=True):
+        group = group.sort_values("length")
+        label = f"{cell}, " + (f"clipnorm {clip:g}" if clip else "no clipping")
+        ax.plot(group["length"], group["test_mse"], marker="o", color=colours[cell],
+                ls="-" if clip else "--", label=label)
+    ax.axhline(baseline, color="black", lw=1, ls=":", label=f"no memory: 1/6 = {baseline:.3f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(results["length"].unique()))
+    ax.get_xaxis().set_major_formatter(ScalarFormatter())
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length T")
+    ax.set_ylabel("test MSE")
+    updates = int(results["updates"].iloc[0])
+    ax.set_title(f"adding problem: test MSE after {updates:,} updates")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
+    save(fig, path)
 
 
 def markdown(results: pd.DataFrame) -> str:

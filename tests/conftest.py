@@ -90,11 +90,12 @@ def write_ts(path, per_speaker: int, seed: int, speakers: int = 9) -> None:
 
 @pytest.fixture(scope="session")
 def tfds_dir(tmp_path_factory, raw_dir, sequence_raw_dir):
+    """Prepared datasets as `prepare@<dataset>` writes them: `<root>/<dataset>/`."""
     root = tmp_path_factory.mktemp("tfds")
-    datasets.prepare("digits", data_dir=root, raw_dir=raw_dir)
+    datasets.prepare("digits", data_dir=root / "digits", raw_dir=raw_dir)
     for name in ("japanese_vowels", "santafe_laser"):
-        datasets.prepare(name, data_dir=root, raw_dir=sequence_raw_dir)
-    datasets.prepare("mackey_glass", data_dir=root)   # generated: no raw data
+        datasets.prepare(name, data_dir=root / name, raw_dir=sequence_raw_dir)
+    datasets.prepare("mackey_glass", data_dir=root / "mackey_glass")   # generated: no raw data
     return root
 
 
@@ -107,6 +108,7 @@ def workspace(tmp_path, tfds_dir, monkeypatch):
     monkeypatch.setattr(paths, "STUDY", tmp_path / "study")
     monkeypatch.setattr(paths, "STUDY_DATA", tmp_path / "study_tfds")
     monkeypatch.setattr(paths, "ANOMALY", tmp_path / "anomaly")
+    monkeypatch.setattr(paths, "CHECKS", tmp_path / "checks")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     # with a user-set tracking URI MLflow puts artifacts in ./mlruns: keep them in tmp_path
     monkeypatch.chdir(tmp_path)

@@ -53,11 +53,19 @@ BAD = [
      r"experiments\.mlp\.training\.batch_size: Field required"),
     ("experiments.mlp.seed", DELETE, r"experiments\.mlp\.seed: Field required"),
     ("experiments.mlp.export", DELETE, r"experiments\.mlp\.export: Field required"),
-    ("experiments.mlp.training.epoch", 3, r"experiments\.mlp\.training\.epoch: Extra inputs are not permitted"),
+    ("experiments.mlp.training.epoch", 3,
+     r"`experiments\.mlp\.training\.epoch`: unknown key; did you mean `epochs`\?"),
+    ("experiments.mlp.trainig", {"epochs": 1, "batch_size": 2, "learning_rate": 0.1},
+     r"`experiments\.mlp\.trainig`: unknown key; did you mean `training`\?"),
+    ("experiments.mlp.training.zzz", 3, r"`experiments\.mlp\.training\.zzz`: unknown key; known: batch_size, "),
+    ("experiments.mlp.training.epochs", DELETE,
+     r"experiments\.mlp\.training\.epochs: Field required \(mlp trains by gradient descent\)"),
+    ("experiments.mlp.evaluation", {"beam_width": 2},
+     r"`experiments\.mlp\.evaluation\.beam_width`: unknown key"),
     ("experiments.mlp.hyperparameters.dropout_rate", 1.5,
      r"experiments\.mlp\.hyperparameters\.dropout_rate: Input should be less than 1"),
     ("experiments.mlp.hyperparameters.hidden_unit", [3],
-     r"experiments\.mlp\.hyperparameters\.hidden_unit: Extra inputs are not permitted"),
+     r"`experiments\.mlp\.hyperparameters\.hidden_unit`: unknown key; did you mean `hidden_units`\?"),
     ("experiments.cnn.hyperparameters.filters", [],
      r"experiments\.cnn\.hyperparameters\.filters: List should have at least 1 item"),
     ("experiments.mlp.export.variants", ["int8"],
@@ -111,14 +119,14 @@ def test_catalog_names_are_accepted():
     assert config.validate(doc).experiments["mlp"].dataset == "tfds/fashion_mnist"
 
 
-@pytest.mark.parametrize("stage", ["prepare", "train", "evaluate", "export", "report"])
+@pytest.mark.parametrize("stage", ["check", "prepare", "train", "evaluate", "export", "report"])
 def test_stage_cli_rejects_bad_params_with_one_line_and_writes_nothing(tmp_path, stage):
     """Each stage entry point, run as DVC runs it, in a copy of the code with a bad params.yaml."""
     for folder in ("pipelines", "models", "edge"):
         shutil.copytree(paths.ROOT / folder, tmp_path / folder,
                         ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(_with("experiments.mlp.training.epochs", -3)))
-    args = [] if stage in ("prepare", "report") else ["mlp"]
+    args = {"prepare": ["digits"], "report": []}.get(stage, ["mlp"])
     result = subprocess.run([sys.executable, "-m", f"pipelines.{stage}", *args], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1

@@ -80,13 +80,13 @@ def test_missing_raw_data_names_the_file(tmp_path):
 
 
 def test_digits_builder(tfds_dir):
-    splits = datasets.load("digits", validation_percent=20, data_dir=tfds_dir)
+    splits = datasets.load("digits", validation_percent=20, data_dir=tfds_dir / "digits")
     assert tasks.get(splits.task).input_shape(splits) == (8, 8, 1)
     assert splits.info.splits["train"].num_examples + splits.info.splits["test"].num_examples == 1797
     assert splits.info.splits["test"].num_examples == 359
     image, label = next(iter(splits.test))
     assert image.dtype.name == "uint8" and image.numpy().max() <= 255 and 0 <= int(label) < 10
-    x, y = tasks.arrays(splits.test, tasks.get(splits.task))
+    x, y = tasks.get(splits.task).arrays(splits.test)
     assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0 and x.max() > 0.9
     assert len(np.unique(y)) == 10
 
@@ -103,7 +103,7 @@ def test_catalog_path_under_mock_data(name, tmp_path):
         assert splits.task == "image_classification"
         assert tasks.get(splits.task).input_shape(splits) == (28, 28, 1)
         assert len(splits.class_names) == 10
-        x, y = tasks.arrays(splits.test, tasks.get(splits.task))
+        x, y = tasks.get(splits.task).arrays(splits.test)
     assert x.shape[1:] == (28, 28, 1) and x.dtype == np.float32 and y.shape == (len(x),)
 
 
@@ -132,7 +132,7 @@ def test_catalog_text_corpus_becomes_character_windows_in_text_order(tmp_path):
         task = tasks.get(splits.task)
         assert splits.task == "language_modelling" and splits.vocabulary == CHARACTERS
         assert task.input_shape(splits) == (ArchlabFortunes.WINDOW,) and splits.class_names is None
-        parts = {name: tasks.arrays(getattr(splits, name), task) for name in ("train", "validation", "test")}
+        parts = {name: task.arrays(getattr(splits, name)) for name in ("train", "validation", "test")}
     width = ArchlabFortunes.WINDOW
     assert len(parts["train"][0]) == round((len(texts["train"]) - 1) // width * 90 / 100)
     for name, source in (("train", texts["train"]), ("test", texts["test"])):

@@ -6,7 +6,8 @@ import pytest
 
 import models
 from edge.runner import TFLiteModel
-from pipelines import config, export
+from pipelines import config
+from pipelines.exporters import tflite
 from pipelines.runtime import StageError
 from tests.conftest import tiny_params
 
@@ -93,13 +94,13 @@ def test_tflite_builtin_ops_and_parity(name, layers, tmp_path):
     fixed = models.build(name, (12, 5), 4, {"units": 8, "layers": layers}, batch_size=1)
     fixed.set_weights(model.get_weights())
     path = tmp_path / "model.tflite"
-    path.write_bytes(export.convert(fixed, "float32"))
-    tflite = TFLiteModel(path)
-    assert not export.flex_ops(tflite)
+    path.write_bytes(tflite.convert(fixed, "float32"))
+    runner = TFLiteModel(path)
+    assert not tflite.flex_ops(runner)
     x = sequences(n=6)
     x[0, 7:] = 0.0                                   # a shorter, padded sequence
-    diff = np.abs(tflite.predict(x) - model.predict(x, verbose=0)).max()
-    export.check_parity("float32", diff, 1e-4)
+    diff = np.abs(runner.predict(x) - model.predict(x, verbose=0)).max()
+    tflite.check_parity("float32", diff, 1e-4)
     assert diff <= 1e-4
 
 
@@ -114,4 +115,4 @@ def test_recurrent_architecture_on_images_is_a_params_error():
 
 def test_parity_check_rejects_a_wrong_model():
     with pytest.raises(StageError):
-        export.check_parity("float32", 1e-2, 1e-4)
+        tflite.check_parity("float32", 1e-2, 1e-4)

@@ -167,12 +167,14 @@ def test_fortunes_split_by_text_and_windows_shift_by_one(tmp_path):
 
 TOKEN_EXPERIMENTS = {
     "add_lstm": {"architecture": "seq2seq", "dataset": "addition", "seed": 2,
-                 "hyperparameters": {"units": 32, "reverse_source": True, "beam_width": 2},
+                 "hyperparameters": {"units": 32, "reverse_source": True},
                  "training": {"epochs": 6, "batch_size": 32, "learning_rate": 0.01, "clipnorm": 1.0},
+                 "evaluation": {"beam_width": 2},
                  "export": {"variants": ["float32", "float16"], "latency_runs": 3, "parity_examples": 60}},
     "lm_gru": {"architecture": "rnn_lm", "dataset": "fortunes", "seed": 2,
                "hyperparameters": {"cell": "gru", "units": 24, "embedding_dim": 8},
                "training": {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "clipnorm": 1.0},
+               "evaluation": {"temperatures": [0.5, 1.0], "samples": 3, "sample_length": 300},
                "export": {"variants": ["float32", "dynamic_range"], "latency_runs": 3, "parity_examples": 4}},
 }
 
@@ -190,8 +192,8 @@ def token_params(workspace, monkeypatch, tmp_path):
     monkeypatch.setattr(ArchlabAddition, "SPLITS", {"train": 3000, "test": 300})
     raw = tmp_path / "raw"
     _write_fortunes(raw / "fortunes")
-    datasets.prepare("addition", data_dir=paths.TFDS_DIR)
-    datasets.prepare("fortunes", data_dir=paths.TFDS_DIR, raw_dir=raw)
+    datasets.prepare("addition", data_dir=paths.tfds_dir("addition"))
+    datasets.prepare("fortunes", data_dir=paths.tfds_dir("fortunes"), raw_dir=raw)
     from tests.conftest import tiny_params
     return config.validate(tiny_params(("addition", "fortunes"), **TOKEN_EXPERIMENTS))
 

@@ -12,13 +12,14 @@ import tensorflow_datasets as tfds
 
 from pipelines import config, datasets, evaluate, export, fetch, paths, tasks, train
 from pipelines.datasets import sequences
+from pipelines.tasks.forecasting import nrmse
 from tests.conftest import tiny_params, write_ts
 
 
 def _arrays(name, data_dir, split="test", validation_percent=10):
     splits = datasets.load(name, validation_percent, data_dir)
     task = tasks.get(splits.task)
-    return (*tasks.arrays(getattr(splits, split), task), splits, task)
+    return (*task.arrays(getattr(splits, split)), splits, task)
 
 
 # --- Japanese Vowels ---------------------------------------------------------------------
@@ -44,7 +45,7 @@ def test_ts_reader_rejects_corrupt_files(tmp_path, body, message):
 
 
 def test_japanese_vowels_is_padded_masked_and_standardised_on_train(tfds_dir, sequence_raw_dir):
-    b = datasets.builder("japanese_vowels", tfds_dir)
+    b = datasets.builder("japanese_vowels", tfds_dir / "japanese_vowels")
     train_set = list(tfds.as_numpy(b.as_dataset(split="train")))
     raw, labels = sequences.read_ts(sequence_raw_dir / "japanese_vowels" / "JapaneseVowels_TRAIN.ts", 12)
     assert len(train_set) == len(raw) == 36 and b.info.splits["test"].num_examples == 18
@@ -56,14 +57,14 @@ def test_japanese_vowels_is_padded_masked_and_standardised_on_train(tfds_dir, se
     real = np.concatenate([e["sequence"][:int(e["length"])] for e in train_set])
     np.testing.assert_allclose(real.mean(axis=0), 0, atol=1e-4)   # training statistics
     np.testing.assert_allclose(real.std(axis=0), 1, atol=1e-3)
-    splits = datasets.load("japanese_vowels", 10, tfds_dir)
+    splits = datasets.load("japanese_vowels", 10, tfds_dir / "japanese_vowels")
     assert splits.task == "sequence_classification"
     assert tasks.get(splits.task).input_shape(splits) == (29, 12)
     assert splits.class_names == [f"speaker_{i}" for i in range(1, 10)]
 
 
 def test_validation_comes_from_the_training_split(tfds_dir):
-    splits = datasets.load("japanese_vowels", 25, tfds_dir)
+    splits = datasets.load("japanese_vowels", 25, tfds_dir / "japanese_vowels")
     n_train = sum(1 for _ in splits.train)
     n_validation = sum(1 for _ in splits.validation)
     assert n_train + n_validation == 36 and n_validation == 9
@@ -76,7 +77,7 @@ def test_laser_windows_scaled_with_training_statistics(tfds_dir, sequence_raw_di
     series = np.load(sequence_raw_dir / "santafe_laser" / "santafe_laser.npy").reshape(-1).astype(float)
     boundary = int(round(len(series) * (1 - sequences.TEST_FRACTION)))
     mean, std = series[:boundary].mean(), series[:boundary].std()
-    b = datasets.builder("santafe_laser", tfds_dir)
+    b = datasets.builder("santafe_laser", tfds_dir / "santafe_laser")
     test = list(tfds.as_numpy(b.as_dataset(split="test")))
     train = list(tfds.as_numpy(b.as_dataset(split="train")))
     assert len(train) == boundary - sequences.WINDOW
@@ -91,8 +92,8 @@ def test_laser_windows_scaled_with_training_statistics(tfds_dir, sequence_raw_di
 
 def test_forecasting_scores_nrmse_and_persistence():
     targets = np.array([0.0, 1.0, 2.0, 3.0], np.float32)
-    assert tasks.nrmse(targets.copy(), targets) == 0
-    assert tasks.nrmse(np.full(4, targets.mean()), targets) == pytest.approx(1.0)
+    assert nrmse(targets.copy(), targets) == 0
+    assert nrmse(np.full(4, targets.mean()), targets) == pytest.approx(1.0)
     inputs = np.stack([np.array([[9.0], [t - 1.0]]) for t in targets])
     task = tasks.get("forecasting")
     assert task.baselines(inputs, targets)["baseline_nrmse"] == pytest.approx(1 / np.std(targets))
@@ -253,7 +254,7 @@ def test_generated_tasks_train_evaluate_and_export_per_step_and_regression(works
         adding_lstm={"architecture": "lstm", "dataset": "adding_problem/t5",
                      "hyperparameters": {"units": 8, "masking": False}, **small}))
     for name in ("copy_task/t3", "adding_problem/t5"):
-        datasets.prepare(name, data_dir=paths.TFDS_DIR)
+        datasets.prepare(name, data_dir=paths.tfds_dir(name))
     for name, headline in (("copy_gru", "test_symbol_accuracy"), ("adding_lstm", "test_mse")):
         train.train(name, params)
         metrics = evaluate.evaluate(name, params)

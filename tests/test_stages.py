@@ -13,7 +13,8 @@ import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
 
-from pipelines import config, datasets, evaluate, export, paths, report, tasks, train
+from pipelines import config, datasets, evaluate, export, paths, report, tasks, train, training
+from pipelines.exporters import tflite
 from pipelines.runtime import StageError
 from tests.conftest import tiny_params
 
@@ -94,10 +95,10 @@ def test_parity_gate_fails_the_stage_and_writes_nothing(trained):
     with pytest.raises(StageError, match=r"float32 TFLite outputs differ from Keras by .* > export.float32_tolerance 1e-12"):
         export.export("mlp", config.validate(doc))
     assert not paths.export_dir("mlp").exists()
-    export.check_parity("float32", 5e-5, 1e-4)
-    export.check_parity("int8", 0.5, 1e-4)          # only float32 is gated
+    tflite.check_parity("float32", 5e-5, 1e-4)
+    tflite.check_parity("int8", 0.5, 1e-4)          # only float32 is gated
     with pytest.raises(StageError):
-        export.check_parity("float32", float("nan"), 1e-4)
+        tflite.check_parity("float32", float("nan"), 1e-4)
 
 
 def test_flex_ops_are_refused():
@@ -108,7 +109,7 @@ def test_flex_ops_are_refused():
     inputs = keras.Input((4,), batch_size=1)
     model = keras.Model(inputs, Bessel()(inputs))
     with pytest.raises(StageError, match=r"needs non-builtin \(Flex\) ops BesselI0e"):
-        export.convert(model, "float32")
+        tflite.convert(model, "float32")
 
 
 def test_int8_variant_is_fully_integer(trained):
@@ -123,7 +124,7 @@ def test_int8_variant_is_fully_integer(trained):
 def test_edge_runner_predicts_like_keras(trained, tmp_path):
     export.export("mlp", trained)
     splits = datasets.load("digits", 10)
-    x, _ = tasks.arrays(splits.test, tasks.get(splits.task), limit=40)
+    x, _ = tasks.get(splits.task).arrays(splits.test, limit=40)
     np.save(tmp_path / "inputs.npy", x)
     model = keras.models.load_model(paths.train_dir("mlp") / "model.keras")
     expected = model.predict(x, verbose=0).argmax(axis=1)
@@ -254,14 +255,14 @@ def test_cpu_machine_tags():
 def test_cosine_schedule_anneals_the_learning_rate():
     doc = tiny_params()
     doc["experiments"]["mlp"]["training"].update(lr_schedule="cosine", clipnorm=1.0)
-    training = config.validate(doc).experiments["mlp"].training
-    optimizer = train.make_optimizer(training, steps_per_epoch=10)
+    settings = config.validate(doc).experiments["mlp"].training
+    optimizer = training.make_optimizer(settings, steps_per_epoch=10)
     assert float(optimizer.learning_rate) == pytest.approx(0.01)
     optimizer.iterations.assign(20)             # half of 4 epochs x 10 steps
     assert float(optimizer.learning_rate) == pytest.approx(0.005, rel=1e-3)
     optimizer.iterations.assign(40)
     assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-6)
     assert optimizer.clipnorm == 1.0
-    constant = train.make_optimizer(config.validate(tiny_params()).experiments["mlp"].training, 10)
+    constant = training.make_optimizer(config.validate(tiny_params()).experiments["mlp"].training, 10)
     constant.iterations.assign(40)
     assert float(constant.learning_rate) == pytest.approx(0.01)

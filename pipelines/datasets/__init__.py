@@ -18,6 +18,7 @@ and its archlab task.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,22 +27,24 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from pipelines import paths
-from pipelines.datasets.builders import ArchlabDigits, ArchlabFashionMnist, RawDataError
-from pipelines.datasets.sequences import (ArchlabAddingProblem, ArchlabCopyTask, ArchlabJapaneseVowels,
-                                          ArchlabMackeyGlass, ArchlabSantaFeLaser, length_config)
-from pipelines.datasets.text import CHARACTERS, ArchlabAddition, ArchlabFortunes, character_windows
+
+
+class RawDataError(ValueError):
+    """A raw data file is missing or not what it claims to be."""
 
 CATALOG_PREFIX = "tfds/"
-EMBEDDED: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
-    "digits": ArchlabDigits,
-    "fashion_mnist": ArchlabFashionMnist,
-    "japanese_vowels": ArchlabJapaneseVowels,
-    "santafe_laser": ArchlabSantaFeLaser,
-    "mackey_glass": ArchlabMackeyGlass,
-    "adding_problem": ArchlabAddingProblem,
-    "copy_task": ArchlabCopyTask,
-    "addition": ArchlabAddition,
-    "fortunes": ArchlabFortunes,
+# Each embedded dataset's builder: (module of pipelines/datasets, class). A dataset's
+# module is imported when the dataset is used, so a stage reads (and DVC tracks) only its own.
+EMBEDDED: dict[str, tuple[str, str]] = {
+    "digits": ("builders", "ArchlabDigits"),
+    "fashion_mnist": ("builders", "ArchlabFashionMnist"),
+    "japanese_vowels": ("sequences", "ArchlabJapaneseVowels"),
+    "santafe_laser": ("sequences", "ArchlabSantaFeLaser"),
+    "mackey_glass": ("sequences", "ArchlabMackeyGlass"),
+    "adding_problem": ("sequences", "ArchlabAddingProblem"),
+    "copy_task": ("sequences", "ArchlabCopyTask"),
+    "addition": ("text", "ArchlabAddition"),
+    "fortunes": ("text", "ArchlabFortunes"),
 }
 GENERATED = {"adding_problem", "copy_task", "mackey_glass", "addition"}   # no raw data
 # Tasks a dataset serves besides its own (an experiment's `task`): its images, reconstructed
@@ -49,7 +52,19 @@ ALSO = {"image_classification": ("reconstruction",)}
 WITH_LENGTH = {"adding_problem", "copy_task"}   # T is the config: adding_problem/t100
 
 __all__ = ["ALSO", "CATALOG_PREFIX", "EMBEDDED", "GENERATED", "RawDataError", "Splits", "builder",
-           "check_name", "load", "prepare", "static_task", "task", "task_of"]
+           "builder_class", "check_name", "load", "module_of", "prepare", "static_task", "task", "task_of"]
+
+
+def builder_class(base: str) -> type[tfds.core.GeneratorBasedBuilder]:
+    """The TFDS builder class of an embedded dataset (its module imported on first use)."""
+    module, name = EMBEDDED[base]
+    return getattr(importlib.import_module(f"pipelines.datasets.{module}"), name)
+
+
+def module_of(name: str) -> str | None:
+    """The module that builds dataset `name` (None for a catalog dataset)."""
+    embedded = _embedded(name)
+    return f"pipelines.datasets.{EMBEDDED[embedded[0]][0]}" if embedded else None
 
 
 def _embedded(name: str) -> tuple[str, str | None] | None:
@@ -60,8 +75,10 @@ def _embedded(name: str) -> tuple[str, str | None] | None:
     if base in WITH_LENGTH:
         if not config:
             raise ValueError(f"dataset {name!r} needs its sequence length: {base}/t<T>, e.g. {base}/t100")
+        from pipelines.datasets.sequences import length_config
+
         try:
-            length_config(config, EMBEDDED[base].BUILDER_CONFIGS[0])
+            length_config(config, builder_class(base).BUILDER_CONFIGS[0])
         except ValueError as e:
             raise ValueError(f"dataset {name!r}: {e}") from None
         return base, config
@@ -81,14 +98,16 @@ def check_name(name: str) -> None:
 
 def builder(name: str, data_dir: Path | None = None) -> tfds.core.DatasetBuilder:
     check_name(name)
-    data_dir = str(data_dir or paths.TFDS_DIR)
+    data_dir = str(data_dir or paths.tfds_dir(name))
     embedded = _embedded(name)
     if embedded is None:
         return tfds.builder(name[len(CATALOG_PREFIX):], data_dir=data_dir)
     base, config = embedded
-    cls = EMBEDDED[base]
+    cls = builder_class(base)
     if config is None:
         return cls(data_dir=data_dir)
+    from pipelines.datasets.sequences import length_config
+
     listed = {c.name: c for c in cls.BUILDER_CONFIGS}
     return cls(config=listed.get(config) or length_config(config, cls.BUILDER_CONFIGS[0]),
                data_dir=data_dir)
@@ -131,7 +150,7 @@ def canonicalise_records(folder: Path) -> None:
 def static_task(name: str) -> str | None:
     """The task of an embedded dataset, known without loading it (None for catalog names)."""
     embedded = _embedded(name)
-    return EMBEDDED[embedded[0]].ARCHLAB_TASK if embedded else None
+    return builder_class(embedded[0]).ARCHLAB_TASK if embedded else None
 
 
 def task_of(info: tfds.core.DatasetInfo) -> str:
@@ -216,6 +235,8 @@ def _catalog_text(b: tfds.core.DatasetBuilder, validation_percent: int) -> Split
     """A catalog text corpus (`tfds/tiny_shakespeare`: each split one text) as the fortunes
     are: character windows of `ArchlabFortunes.WINDOW` -> the next characters, in text
     order; validation is the tail of the training text."""
+    from pipelines.datasets.text import CHARACTERS, ArchlabFortunes, character_windows
+
     def windows(split: str):
         texts = [e["text"].decode("utf-8") for e in b.as_dataset(split=split, shuffle_files=False).as_numpy_iterator()]
         return character_windows("\n".join(texts), ArchlabFortunes.WINDOW)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pipelines.datasets import RawDataError
+
 FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 FASHION_MNIST_FILES = {
@@ -27,10 +29,6 @@ FASHION_MNIST_FILES = {
 DIGITS_FILE = "digits.csv.gz"
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
-
-
-class RawDataError(ValueError):
-    """A raw data file is missing or not what it claims to be."""
 
 
 def read_idx(path: Path, expected_ndim: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pipelines.datasets.builders import RawDataError
+from pipelines.datasets import RawDataError
 
 JAPANESE_VOWELS_FILES = {"train": "JapaneseVowels_TRAIN.ts", "test": "JapaneseVowels_TEST.ts"}
 JAPANESE_VOWELS_CHANNELS = 12

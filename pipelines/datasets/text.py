@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from pipelines.datasets.builders import RawDataError
+from pipelines.datasets import RawDataError
 
 VOCABULARY = ["<pad>", "<start>", "<end>", *"0123456789+"]
 PAD, START, END = 0, 1, 2

@@ -1,0 +1,9 @@
+"""Export strategies: how a task's trained model goes to TFLite files, checked against Keras.
+
+    single.SingleModel   one model, input -> output, batch fixed to 1 (most tasks)
+    steps.StepModels     a generative model's step models: encoder and one-step decoder
+    halves.Halves        an autoencoder's encoder and decoder
+
+A task names its strategy (`Task.exporter`); `tflite` holds what they share: conversion
+with builtin ops only, the Flex check, the float32 parity gate and latency timing.
+"""

@@ -1,0 +1,151 @@
+"""The one training path of every architecture (the `train` stage, the study, the sweep).
+
+The tf.data pipeline (cache, shuffle, batch, prefetch), Keras `fit` with its progress bar,
+the validation split (the tail of the training split) with early stopping, a checkpoint each
+epoch, the MLflow run. An architecture fitted in closed form (`Architecture.fit`) is fitted
+first; gradient descent follows only if the architecture says it must
+(`Architecture.trains_by_gradient`), else its loss on both splits is the history's one row.
+
+Writes into `context.train_dir`: `model.keras`, `history.csv`, `metrics.json`,
+`learning_curves.png` (DVC outputs, the same bytes for the same seed) and, outside DVC
+(see `.dvcignore`), `checkpoints/last.keras`, `timings.json` and `run.json` (the MLflow
+run the later stages add to).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from mlflow.keras import MlflowCallback
+
+import models
+from pipelines import config, paths, plots, runtime, stage, tracking
+from pipelines.runtime import StageError
+
+log = logging.getLogger("archlab.train")
+# What compiles a model fitted in closed form: it never steps, but evaluate and the saved
+# file want an optimizer.
+CLOSED_FORM = config.Training(epochs=1, batch_size=1, learning_rate=0.001)
+
+
+def make_optimizer(training: config.Training, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The optimizer with its learning rate (constant, or cosine-annealed to 0 over all
+    epochs) and gradient clipping."""
+    learning_rate = training.learning_rate
+    if training.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            training.learning_rate, decay_steps=training.epochs * steps_per_epoch)
+    kwargs = {"learning_rate": learning_rate, "name": "optimizer"}  # a fixed name: reproducible files
+    if training.clipnorm is not None:
+        kwargs["clipnorm"] = training.clipnorm
+    if training.clipvalue is not None:
+        kwargs["clipvalue"] = training.clipvalue
+    return keras.optimizers.get({"class_name": training.optimizer, "config": kwargs})
+
+
+def fit(context: stage.Context) -> dict[str, float]:
+    """Train the context's experiment into `context.train_dir`; its metrics."""
+    name = context.name
+    exp, splits, task = context.experiment, context.splits, context.task
+    arch = models.get(exp.architecture)
+    hyperparameters = config.hyperparameters(exp)
+    gradient = arch.trains_by_gradient(hyperparameters)
+    training = exp.training if gradient else CLOSED_FORM.model_copy(update={"batch_size": exp.training.batch_size})
+    fitting = exp.training   # batch size, validation split, training examples: every architecture's
+    train_split = splits.train
+    if fitting.max_train_examples:
+        train_split = train_split.take(fitting.max_train_examples)
+    train_examples = int(train_split.cardinality())
+    if train_examples < 0:  # unknown (e.g. a mocked catalog dataset): count once
+        train_examples = sum(1 for _ in train_split)
+    train_ds = task.batches(train_split, training.batch_size, shuffle_buffer=training.shuffle_buffer,
+                            seed=exp.seed, repeat=training.steps_per_epoch is not None) if gradient else None
+    val_ds = task.batches(splits.validation, fitting.batch_size)
+    steps_per_epoch = training.steps_per_epoch or math.ceil(train_examples / fitting.batch_size)
+
+    model = models.build(exp.architecture, task.input_shape(splits), task.head(splits), hyperparameters,
+                         dtype=task.input_dtype)
+    model.compile(optimizer=make_optimizer(training, steps_per_epoch), loss=task.loss, metrics=list(task.metrics),
+                  steps_per_execution=training.steps_per_execution)
+    model.summary(print_fn=log.info)
+
+    with runtime.atomic_dir(context.train_dir) as out:
+        (out / "checkpoints").mkdir()
+        with stage.mlflow_run(context, "train", run_dir=out):
+            tracking.record_run(out, task.name)
+            mlflow.log_params(config.flat(exp))
+            mlflow.log_params({"num_parameters": model.count_params(), "train_examples": train_examples})
+            started = time.perf_counter()
+            if arch.fit is not None:  # closed-form parts first (reservoir computing: ridge readout)
+                inputs, targets = task.arrays(train_split)
+                arch.fit(model, inputs, targets, hyperparameters)
+            if gradient:
+                history = _descend(model, train_ds, val_ds, training, out)
+                seconds = time.perf_counter() - started
+            else:
+                seconds = time.perf_counter() - started
+                model.optimizer.build(model.trainable_variables)  # saved like a trained model's
+                history = closed_form_history(model, task.batches(train_split, fitting.batch_size), val_ds,
+                                              out / "history.csv")
+                mlflow.log_metrics({k: v[0] for k, v in history.items()}, step=0)
+            losses = history.get("loss", [])
+            if not losses or not all(math.isfinite(v) for v in losses):
+                raise StageError(f"training diverged (loss {losses[-1] if losses else 'missing'} "
+                                 f"at epoch {len(losses)}); lower training.learning_rate or set "
+                                 "training.clipnorm")
+            runtime.save_keras(model, out / "model.keras")
+            curves = pd.read_csv(out / "history.csv")
+            plots.learning_curves(curves, out / "learning_curves.png", f"{name}: {exp.architecture} on {exp.dataset}")
+            best = int(np.argmin(history["val_loss"]))
+            metrics = {"epochs_run": len(losses) if gradient else 0, "best_epoch": best + 1 if gradient else 0,
+                       "best_val_loss": float(history["val_loss"][best]),
+                       "num_parameters": int(model.count_params())}
+            timings = {"train_seconds": round(seconds, 3)}
+            if gradient:
+                timings["seconds_per_epoch"] = round(seconds / len(losses), 3)
+            runtime.write_json(out / "metrics.json", metrics)
+            runtime.write_json(out / paths.TIMINGS, timings)
+            mlflow.log_metrics({**metrics, **timings})
+            mlflow.log_artifact(str(out / "learning_curves.png"), "plots")
+            mlflow.log_artifact(str(out / "history.csv"), "history")
+            example = tf.nest.map_structure(lambda x: x.numpy()[:2], next(iter(val_ds.take(1)))[0])
+            if isinstance(example, tuple):   # several inputs (seq2seq): by the model's input names
+                example = {i.name: x for i, x in zip(model.inputs, example)}
+            tracking.log_keras_model(model, example)
+    log.info("trained %s in %.1f s (%d epochs)", name, seconds, len(losses))
+    return {**metrics, **timings}
+
+
+def _descend(model: keras.Model, train_ds, val_ds, training: config.Training, out) -> dict[str, list[float]]:
+    """Gradient descent with Keras `fit`: NaN stop, a checkpoint each epoch, the CSV history,
+    early stopping on the validation loss (if `early_stopping_patience`), MLflow curves."""
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.ModelCheckpoint(out / "checkpoints" / "last.keras"),
+        keras.callbacks.CSVLogger(str(out / "history.csv")),
+    ]
+    if training.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=training.early_stopping_patience, restore_best_weights=True, verbose=1))
+    return model.fit(train_ds, validation_data=val_ds, epochs=training.epochs, steps_per_epoch=training.steps_per_epoch,
+                     callbacks=[*callbacks, MlflowCallback()], shuffle=False,   # tf.data shuffles
+                     verbose=2 if not sys.stdout.isatty() else 1).history
+
+
+def closed_form_history(model: keras.Model, train_ds, val_ds, path) -> dict[str, list[float]]:
+    """A model fitted in closed form has no epochs: its loss and metrics on the training
+    and validation splits, as one row of `history.csv` (epoch 0)."""
+    history = {}
+    for prefix, ds in (("", train_ds), ("val_", val_ds)):
+        results = model.evaluate(ds, verbose=0, return_dict=True)
+        history.update({prefix + k: [float(v)] for k, v in results.items() if k != "compile_metrics"})
+    pd.DataFrame({"epoch": [0], **history}).to_csv(path, index=False)
+    return history

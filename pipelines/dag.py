@@ -187,7 +187,7 @@ def stages(params: config.Params) -> dict:
         if kind == "train":
             stage = _lane(kind, stamp, shared, roles, [exp + k for k in ("architecture", "dataset", "seed",
                                                                          "hyperparameters", "training")],
-                          [f"outputs/experiments/${{key}}/train/model.keras"], [data],
+                          ["outputs/experiments/${key}/train/model.keras"], [data],
                           metrics=["outputs/experiments/${key}/train/metrics.json"],
                           plots=[{"outputs/experiments/${key}/train/history.csv": {
                               "x": "epoch", "y": "val_loss", "title": "${key} validation loss per epoch"}},

@@ -113,7 +113,8 @@ def markdown(frame: pd.DataFrame) -> str:
         seconds = pd.to_numeric(group["train_seconds"], errors="coerce")
         view = view.assign(**{
             "params": group["parameters"],
-            "epochs": [("closed form" if closed else str(e)) for e, closed in zip(group["epochs"], group["closed_form"])],
+            "epochs": [("closed form" if closed else str(e))
+                       for e, closed in zip(group["epochs"], group["closed_form"])],
             "train s": seconds.map(_fmt("{:.1f}")),
             "× fastest": (seconds / seconds.min()).map(_fmt("{:.1f}×")),
         })

@@ -11,9 +11,9 @@ TFLite conversion. The experiments do not depend on one another, so this runs th
    inputs the lanes read.
 2. The lanes, `--jobs` at a time, each one `dvc --wait-for-lock repro --single-item ...`:
    an experiment's check, train, evaluate and export stages, the long-term dependency study
-   (check_study, study_data, study) and the one-class anomaly sweep (check_anomaly, anomaly). `--single-item` keeps a lane to its
-   own stages, so it never takes a write lock on another lane's files; DVC's repo lock,
-   which `--wait-for-lock` waits for, guards `dvc.lock` and the cache between stages.
+   (check_study, study_data, study) and the one-class anomaly sweep (check_anomaly, anomaly).
+   `--single-item` keeps a lane to its own stages, so it never takes a write lock on another
+   lane's files; DVC's repo lock, which `--wait-for-lock` waits for, guards `dvc.lock` and the cache between stages.
    Only lanes with a stage that `dvc status` reports as changed are started.
 3. `dvc repro`: the stages no lane ran (the report), and the check that nothing is left.
 

@@ -128,7 +128,8 @@ def machine_tags() -> dict[str, str]:
         if shutil.which("nvidia-smi"):
             out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                  capture_output=True, text=True)
-            tags["gpu_driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else "unknown"
+            found = out.returncode == 0 and out.stdout.strip()
+            tags["gpu_driver"] = out.stdout.strip().splitlines()[0] if found else "unknown"
     else:
         tags["gpu"] = "none"
     return tags

@@ -5,8 +5,8 @@ A dataset name in `params.yaml` is one of
 - an embedded dataset built offline from `data/<name>/` (`make data` fetches it):
   `digits`, `fashion_mnist`, `japanese_vowels`, `santafe_laser`;
 - `fortunes` (Debian's fortune cookies, for character language models);
-- a generated one: `mackey_glass`, `addition` (integer addition as text), or with its sequence length T as the config: `adding_problem/t100`,
-  `copy_task/t50` (any T >= 2);
+- a generated one: `mackey_glass`, `addition` (integer addition as text), or with its
+  sequence length T as the config: `adding_problem/t100`, `copy_task/t50` (any T >= 2);
 - `tfds/<catalog name>` (`tfds/fashion_mnist`, `tfds/mnist`, ...: downloaded by TFDS,
   online machines only): image classification sets, and text corpora for language models
   (`tfds/tiny_shakespeare`, cut into character windows like the fortunes).

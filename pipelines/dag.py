@@ -282,6 +282,30 @@ def _report(params: config.Params) -> dict:
             "metrics": [{"outputs/report/summary.json": {"cache": False, "persist": True}}]}
 
 
+def resolved(params: config.Params) -> dict[str, dict]:
+    """Every stage by its DVC name (`train@mlp`), foreach items filled into their template:
+    its `cmd`, `deps` and `params`, as DVC reads them."""
+    out = {}
+    for name, stage in stages(params).items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        for key, item in stage["foreach"].items():
+            def fill(value, key=key, item=item):
+                if isinstance(value, str):
+                    value = value.replace("${key}", key)
+                    for field, v in item.items():
+                        value = value.replace(f"${{item.{field}}}", v)
+                    return value
+                if isinstance(value, list):
+                    return [fill(v) for v in value]
+                if isinstance(value, dict):
+                    return {fill(k): fill(v) for k, v in value.items()}
+                return value
+            out[f"{name}@{key}"] = fill(stage["do"])
+    return out
+
+
 def render(params: config.Params) -> str:
     return HEADER + yaml.safe_dump({"stages": stages(params)}, sort_keys=False, width=120)
 
@@ -302,8 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             staging = target.with_name("dvc.yaml.partial")
             staging.write_text(text)
             staging.replace(target)
-        print(f"dvc.yaml: {sum(len(s.get('foreach', {None: 0})) for s in stages(config.load()).values())} stages",
-              file=sys.stderr)
+        print(f"dvc.yaml: {len(resolved(config.load()))} stages", file=sys.stderr)
 
     runtime.run_stage(run)
 

@@ -35,9 +35,11 @@ DELETE = object()
 
 BAD = [
     ("experiments.mlp.architecture", "transformer",
-     r"experiments\.mlp\.architecture: unknown architecture 'transformer'; known: autoencoder, bi_gru, bi_lstm, .*cnn, .*mlp"),
+     r"experiments\.mlp\.architecture: unknown architecture 'transformer'; "
+     r"known: autoencoder, bi_gru, bi_lstm, .*cnn, .*mlp"),
     ("experiments.mlp.dataset", "cifar",
-     r"experiments\.mlp\.dataset: unknown dataset 'cifar'; embedded: adding_problem/t<T>, addition, copy_task/t<T>, digits, fashion_mnist, fortunes"),
+     r"experiments\.mlp\.dataset: unknown dataset 'cifar'; "
+     r"embedded: adding_problem/t<T>, addition, copy_task/t<T>, digits, fashion_mnist, fortunes"),
     ("datasets", ["digits", "imagenet"], r"datasets: unknown dataset 'imagenet'"),
     ("experiments.mlp.training.epochs", "ten",
      r"experiments\.mlp\.training\.epochs: Input should be a valid integer.*'ten'"),

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from pipelines import repro, runtime
-from tests.conftest import tiny_params
+from tests.conftest import TINY_STUDY, tiny_params
 
 FAKE_DVC = textwrap.dedent("""
     import json, os, sys, time
@@ -34,8 +34,9 @@ FAKE_DVC = textwrap.dedent("""
 def fake_dvc(tmp_path, monkeypatch):
     script = tmp_path / "fake_dvc.py"
     script.write_text(FAKE_DVC)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**tiny_params(), "study": TINY_STUDY}))
     monkeypatch.setattr(repro, "DVC", [sys.executable, str(script)])
+    monkeypatch.setattr(repro, "_write_dag", lambda root: None)   # test_dag.py covers the generator
     monkeypatch.setenv("FAKE_DVC_CALLS", str(tmp_path / "calls.jsonl"))
     monkeypatch.setenv("FAKE_DVC_FAIL", "")
 
@@ -47,39 +48,42 @@ def fake_dvc(tmp_path, monkeypatch):
 def test_lanes_are_the_sweeps_then_each_experiment_in_params_order():
     from pipelines import config
 
-    names = [(lane.name, lane.stages) for lane in repro.lanes(config.validate(tiny_params()))]
-    assert names == [("study", ("study_data", "study")), ("anomaly", ("anomaly",)),
-                     ("mlp", ("train@mlp", "evaluate@mlp", "export@mlp")),
-                     ("cnn", ("train@cnn", "evaluate@cnn", "export@cnn"))]
+    names = [(lane.name, lane.stages) for lane in repro.lanes(config.validate({**tiny_params(), "study": TINY_STUDY}))]
+    assert names == [("study", ("check_study", "study_data", "study")),
+                     ("mlp", ("check@mlp", "train@mlp", "evaluate@mlp", "export@mlp")),
+                     ("cnn", ("check@cnn", "train@cnn", "evaluate@cnn", "export@cnn"))]
 
 
 def test_only_lanes_with_a_changed_stage_run_then_the_rest_of_the_pipeline(fake_dvc, monkeypatch):
     root, calls = fake_dvc
-    monkeypatch.setenv("FAKE_DVC_STALE", "prepare,train@cnn,anomaly,report")
+    monkeypatch.setenv("FAKE_DVC_STALE", "prepare@digits,train@cnn,study,report")
     repro.run(jobs=2, root=root)
     made = calls()
-    assert made[0] == ["repro", "prepare"] and made[1] == ["status", "--json"] and made[-1] == ["repro"]
+    assert made[0] == ["repro", "prepare@digits"] and made[1] == ["status", "--json"] and made[-1] == ["repro"]
     lanes = sorted(tuple(call[2:]) for call in made[2:-1])
-    assert lanes == [("anomaly",), ("train@cnn", "evaluate@cnn", "export@cnn")]
-    assert repro.ran(root / "outputs" / "logs" / "train@cnn.log") == ["train@cnn", "evaluate@cnn", "export@cnn"]
+    assert lanes == [("check@cnn", "train@cnn", "evaluate@cnn", "export@cnn"), ("check_study", "study_data", "study")]
+    assert repro.ran(root / "outputs" / "logs" / "check@cnn.log") == ["check@cnn", "train@cnn", "evaluate@cnn",
+                                                                       "export@cnn"]
 
 
 def test_a_failed_lane_stops_the_run_with_its_name(fake_dvc, monkeypatch, capsys):
     root, calls = fake_dvc
-    monkeypatch.setenv("FAKE_DVC_STALE", "study,anomaly,train@mlp,train@cnn")
-    monkeypatch.setenv("FAKE_DVC_FAIL", "anomaly")
-    with pytest.raises(runtime.StageError, match="lane anomaly failed"):
+    monkeypatch.setenv("FAKE_DVC_STALE", "study,train@mlp,train@cnn")
+    monkeypatch.setenv("FAKE_DVC_FAIL", "train@cnn")
+    with pytest.raises(runtime.StageError, match="lane cnn failed"):
         repro.run(jobs=1, root=root)
-    # one lane at a time: study, then anomaly fails; no experiment lane and no final repro
-    assert [call[2:] for call in calls()[2:]] == [["study_data", "study"], ["anomaly"]]
-    assert "ERROR: failed to reproduce anomaly" in capsys.readouterr().err
+    # one lane at a time in params order (cnn, mlp): the study, then cnn fails; no lane after
+    # it (mlp) and no final repro
+    assert [call[2:] for call in calls()[2:]] == [["check_study", "study_data", "study"],
+                                                  ["check@cnn", "train@cnn", "evaluate@cnn", "export@cnn"]]
+    assert "ERROR: failed to reproduce train@cnn" in capsys.readouterr().err
 
 
 def test_jobs_zero_is_a_plain_dvc_repro(fake_dvc, monkeypatch):
     root, calls = fake_dvc
     monkeypatch.setenv("FAKE_DVC_STALE", "train@mlp")
     repro.run(jobs=0, root=root)
-    assert calls() == [["repro", "prepare"], ["repro"]]
+    assert calls() == [["repro", "prepare@digits"], ["repro"]]
 
 
 def test_bad_params_fail_before_any_stage(fake_dvc, capsys):

@@ -16,6 +16,7 @@ def test_unknown_name_lists_the_known_ones():
 
 
 def test_a_name_registers_once():
+    models.get("mlp")   # imports models.mlp, which registers it
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("mlp", hyperparameters=registry.Hyperparameters, tasks=())(lambda *a: None)
 
@@ -55,3 +56,32 @@ def test_hyperparameters_shape_the_model():
 def test_unknown_hyperparameter_is_rejected():
     with pytest.raises(ValueError, match="hidden_unit"):
         models.build("mlp", (8, 8, 1), 10, {"hidden_unit": [3]})
+
+
+def test_the_family_index_names_every_registered_architecture_and_its_module():
+    import importlib
+
+    from models import registry
+
+    for module in sorted(set(registry.FAMILIES.values())):
+        importlib.import_module(f"models.{module}")
+    assert set(registry._REGISTRY) == set(registry.FAMILIES)
+    for name, arch in registry._REGISTRY.items():
+        assert arch.build.__module__ == arch.module == f"models.{registry.FAMILIES[name]}"
+
+
+def test_looking_an_architecture_up_imports_its_family_alone():
+    import subprocess
+    import sys
+
+    probe = ("import sys, models; models.get('cnn'); "
+             "print(sorted(m for m in sys.modules if m.startswith('models')))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.split("\n")[0] == "['models', 'models.cnn', 'models.registry']"
+
+
+def test_registering_outside_the_index_is_refused():
+    from models.registry import Hyperparameters, register
+
+    with pytest.raises(ValueError, match="list it in models.registry.FAMILIES"):
+        register("transformer", hyperparameters=Hyperparameters, tasks=("image_classification",))(lambda *a: None)

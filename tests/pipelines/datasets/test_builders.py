@@ -36,7 +36,8 @@ def test_read_idx_roundtrip_and_corruption(tmp_path):
     with pytest.raises(RawDataError, match="bad IDX magic"):
         read_idx(tmp_path / "ok.gz", 1)
     with gzip.open(tmp_path / "short.gz", "wb") as f:
-        f.write(bytes([0, 0, 8, 3]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + (4).to_bytes(4, "big") + b"\0" * 5)
+        dims = b"".join(n.to_bytes(4, "big") for n in (2, 3, 4))
+        f.write(bytes([0, 0, 8, 3]) + dims + b"\0" * 5)
     with pytest.raises(RawDataError, match="5 bytes of data for shape"):
         read_idx(tmp_path / "short.gz", 3)
     (tmp_path / "notgz.gz").write_bytes(b"plain text")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import keras
 import mlflow
 import pandas as pd
 import pytest
@@ -31,6 +32,9 @@ def test_every_cell_length_and_clipping_is_a_run_with_the_same_updates(workspace
     results = study.run_study(params)
     assert list(results["run"]) == ["gru_t4_noclip", "gru_t4_clip1", "gru_t6_noclip", "gru_t6_clip1"]
     assert set(results["updates"]) == {3}
+    for run in results["run"]:   # what the optimizer really did: 1 epoch x 3 steps, whatever the data size
+        model = keras.models.load_model(paths.STUDY / "runs" / run / "train" / "model.keras")
+        assert int(model.optimizer.iterations) == 3
     assert results["test_mse"].notna().all() and (results["baseline_mse"] > 0).all()
     saved = pd.read_csv(paths.STUDY / "results.csv")
     pd.testing.assert_frame_equal(saved, results, check_dtype=False)

@@ -118,6 +118,7 @@ def exporter_module(exp: config.Experiment) -> str:
     return tasks.get(config.task_name(exp)).exporter().__module__
 
 
+OPTIONAL = ("hyperparameters", "evaluation")   # blocks of an experiment that may be left out
 ENTRY = {"check": "pipelines.check", "prepare": "pipelines.prepare", "train": "pipelines.train",
          "evaluate": "pipelines.evaluate", "export": "pipelines.export", "study": "pipelines.study",
          "anomaly": "pipelines.anomaly", "report": "pipelines.report"}
@@ -183,10 +184,15 @@ def stages(params: config.Params) -> dict:
                         **({"exporter": exporter_module(exps[name])} if kind == "export" else {})}
                  for name in exps}
         shared, items = _group(kind, items, roles)
+        for name, item in items.items():
+            # DVC refuses a params key that params.yaml lacks: an optional block an experiment
+            # leaves out (its defaults apply) is stood in for by its seed, which every stage reads
+            for block in OPTIONAL:
+                item[block] = block if block in exps[name].model_fields_set else "seed"
         exp = "experiments.${key}."
         if kind == "train":
             stage = _lane(kind, stamp, shared, roles, [exp + k for k in ("architecture", "dataset", "seed",
-                                                                         "hyperparameters", "training")],
+                                                                         "${item.hyperparameters}", "training")],
                           ["outputs/experiments/${key}/train/model.keras"], [data],
                           metrics=["outputs/experiments/${key}/train/metrics.json"],
                           plots=[{"outputs/experiments/${key}/train/history.csv": {
@@ -194,13 +200,13 @@ def stages(params: config.Params) -> dict:
                               "outputs/experiments/${key}/train/learning_curves.png"])
         elif kind == "evaluate":
             stage = _lane(kind, stamp, shared, roles, [exp + k for k in ("architecture", "dataset", "seed",
-                                                                         "evaluation")],
+                                                                         "${item.evaluation}")],
                           ["outputs/experiments/${key}/eval/predictions.csv"], [data, model],
                           metrics=["outputs/experiments/${key}/eval/metrics.json"],
                           plots=["outputs/experiments/${key}/eval/plots"])
         else:
             stage = _lane(kind, stamp, shared, roles, [exp + k for k in ("architecture", "dataset", "seed",
-                                                                         "hyperparameters", "training",
+                                                                         "${item.hyperparameters}", "training",
                                                                          "export")],
                           ["outputs/experiments/${key}/export/tflite"], [data, model],
                           metrics=["outputs/experiments/${key}/export/metrics.json"])

@@ -21,6 +21,7 @@ def test_closure_follows_module_level_imports_not_imports_inside_functions():
 
 def _params(**extra) -> config.Params:
     lm = {"architecture": "rnn_lm", "dataset": "fortunes", "seed": 1, "hyperparameters": {"units": 4},
+          "evaluation": {"temperatures": [1.0]},
           "training": {"epochs": 1, "batch_size": 4, "learning_rate": 0.01}, "export": {"variants": ["float32"]}}
     esn = {"architecture": "esn", "dataset": "mackey_glass", "seed": 1, "training": {"batch_size": 8},
            "export": {"variants": ["float32"]}}
@@ -50,6 +51,10 @@ def test_evaluation_settings_feed_evaluate_alone_and_every_lane_starts_with_its_
     assert "experiments.lm.evaluation" in stages["evaluate@lm"]["params"]
     assert not any("evaluation" in p for p in stages["train@lm"]["params"] + stages["export@lm"]["params"])
     assert stages["check@lm"]["params"] == ["experiments.lm"]
+    # DVC needs every params key it tracks to be in params.yaml: a block left out (its
+    # defaults apply) is stood in for by the seed
+    assert "experiments.mg_esn.hyperparameters" not in stages["train@mg_esn"]["params"]
+    assert stages["evaluate@mg_esn"]["params"].count("experiments.mg_esn.seed") == 2
     for kind in ("train", "evaluate", "export"):
         assert stages[f"{kind}@lm"]["deps"][0] == "outputs/checks/lm.ok"
     # the stamp survives a failed check (persist) and never reaches the cache

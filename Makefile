@@ -42,10 +42,10 @@ run: data ## run the whole pipeline: dvc repro, JOBS=2 lanes of stages side by s
 	$(BIN)/python -m pipelines.repro --jobs $(JOBS)
 	@cat outputs/report/leaderboard.md
 
-test: venv ## run the test suite
+test: lint ## lint, then the test suite (what CI runs)
 	$(BIN)/python -m pytest
 
-test-fast: venv ## the test suite without the slow tests (the end-to-end runs, every stage kind)
+test-fast: venv ## the test suite without the tests marked slow (end-to-end runs, training through the stages)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: venv ## ruff over the code and the tests; dvc.yaml is what `make dag` writes

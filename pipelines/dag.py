@@ -1,21 +1,14 @@
-"""`dvc.yaml`, generated from params.yaml and the code's imports: `make dag`.
+"""`dvc.yaml`, generated from params.yaml and the code's imports (`make dag`).
 
     python -m pipelines.dag           # write dvc.yaml
     python -m pipelines.dag --check   # exit 1 if dvc.yaml is not what it would write
 
-Every stage depends on exactly the project modules it runs: the closure of the module-level
-imports (`import` statements outside functions) of its roots, which are the stage's entry
-module and the modules it loads by name: its architecture's family (`models.get`), its
-task (`tasks.get`), its dataset's builder (`datasets.builder`) and, for export, its task's
-exporter. The stages of one kind are a DVC `foreach` whose items name those roots, so the
-generator checks that each item's closure is the kind's shared modules plus its own roots;
-a module that fits neither is an error naming it. `tests/test_dag.py` runs every stage
-kind and checks that each module it imported is among its declared dependencies.
-
-The lanes: `check@<lane>` (params.yaml, before DVC removes anything), then an experiment's
-`train`, `evaluate` and `export`, or the study (`study_data`, `study`), or the anomaly sweep;
-datasets come from `prepare@<d>` (raw data in data/), `generate@<d>` (generated from a seed)
-or `download@<d>` (a TFDS catalog name); `report` reads every lane's results.
+A stage depends on the project modules it runs: the closure of the module-level imports of
+its entry module and of the modules it loads by name (its architecture's family, its task,
+its dataset's builder and, for export, its task's exporter), on its own params and its own
+data. A stage kind is a DVC `foreach` whose items name those per-item modules; what any
+item's modules import besides is listed for the whole kind. `tests/pipelines/test_e2e.py`
+runs every stage kind and checks that each module it imported is declared.
 """
 
 from __future__ import annotations

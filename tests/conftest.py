@@ -118,3 +118,11 @@ def workspace(tmp_path, tfds_dir, monkeypatch):
 @pytest.fixture
 def params() -> config.Params:
     return config.validate(tiny_params())
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """A test that runs stages (it has the `workspace` fixture) trains models: `slow`, like
+    the end-to-end runs, so that `make test-fast` keeps to the unit tests."""
+    for item in items:
+        if "workspace" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -1,50 +1,32 @@
-"""The `params.yaml` schema, validated before any work.
-
-    datasets: [fashion_mnist]          # one `prepare@<dataset>` stage each
-    experiments:
-      <name>:                           # a DVC foreach key and an MLflow run name
-        architecture: cnn               # a name in the models registry
-        dataset: fashion_mnist          # embedded name or tfds/<catalog name>
-        seed: 42
-        hyperparameters: {...}          # the architecture's own schema (models/<family>.py)
-        training: {...}                 # `Training` below: what the architecture takes
-        evaluation: {...}               # optional: the task's evaluation-only settings
-        export: {...}                   # `Export` below
-    study: {...}                        # optional: `Study` below (the adding-problem sweep)
-    anomaly: {...}                      # optional: `Anomaly` below (one-class detection)
+"""The `params.yaml` schema (`datasets`, `experiments`, optional `study` and `anomaly`; see
+the README), validated before any work, every error one line naming the key.
 
 Two depths, so that a stage imports only its own architecture's code: `load` checks the
 document's shape (keys, types, ranges, names) without importing any architecture family;
 `experiment(params, name)`, `study(params)` and `anomaly(params)` check one section against
 its architecture (hyperparameters, the training settings it takes, the task it does, the
-task's evaluation settings); `validate` does both for everything. Any error is one line
-naming the key and what is allowed; a misspelled key names the closest valid one.
+task's evaluation settings); `validate` does both for everything.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-import types
-import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 import models
 from models.registry import FAMILIES
 from pipelines import datasets, paths, tasks
+from pipelines.schema import ParamsError, Strict
+from pipelines.schema import validate_as as _validate
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
 SWEEPS = ("study", "anomaly")   # lanes of their own: not experiment names
 VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Training(Strict):
@@ -184,55 +166,6 @@ class Params(Strict):
         return v
 
 
-class ParamsError(ValueError):
-    """params.yaml is invalid; the message is one line naming the key."""
-
-
-# --- one-line errors --------------------------------------------------------------------
-
-def _fields_at(schema: type[BaseModel], loc: tuple) -> list[str]:
-    """The keys a mapping at `loc` (inside a document of `schema`) may have."""
-    node: object = schema
-    for part in loc:
-        while typing.get_origin(node) in (typing.Union, types.UnionType, Annotated):
-            node = next(a for a in typing.get_args(node) if a is not type(None))
-        if isinstance(node, type) and issubclass(node, BaseModel):
-            if part not in node.model_fields:
-                return []
-            node = node.model_fields[part].annotation
-        elif typing.get_origin(node) is dict:
-            node = typing.get_args(node)[1]
-        else:
-            return []
-    while typing.get_origin(node) in (typing.Union, types.UnionType):
-        node = next(a for a in typing.get_args(node) if a is not type(None))
-    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
-
-
-def _one_line(error: ValidationError, schema: type[BaseModel], prefix: str = "") -> str:
-    """The first problem of `error`, unknown keys first (a renamed key is also a missing
-    one): `where: message (got value)`, an unknown key with the closest valid one."""
-    problems = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first = problems[0]
-    where = ".".join(str(p) for p in (prefix, *first["loc"]) if p != "")
-    if first["type"] == "extra_forbidden":
-        valid = _fields_at(schema, first["loc"][:-1])
-        close = difflib.get_close_matches(str(first["loc"][-1]), valid, n=1, cutoff=0.6)
-        hint = f"did you mean `{close[0]}`?" if close else f"known: {', '.join(valid)}" if valid else ""
-        return f"`{where}`: unknown key" + (f"; {hint}" if hint else "")
-    message = first["msg"].removeprefix("Value error, ")
-    got = f" (got {first['input']!r})" if first["type"] not in ("missing",) and \
-        not isinstance(first["input"], dict) else ""
-    return f"{where}: {message}{got}"
-
-
-def _validate(schema: type[BaseModel], raw: object, source: str, prefix: str = ""):
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as e:
-        raise ParamsError(f"{source}: {_one_line(e, schema, prefix)}") from None
-
-
 # --- the document, then each section against its architecture ----------------------------
 
 def validate(raw: object, source: str = "params.yaml", *, deep: bool = True) -> Params:
@@ -354,23 +287,6 @@ def hyperparameters(exp: Experiment) -> models.registry.Hyperparameters:
 def evaluation(exp: Experiment, task: str, where: str = "evaluation", source: str = "params.yaml"):
     """The experiment's evaluation settings, with the task's defaults filled in."""
     return _validate(tasks.get(task).Evaluation, exp.evaluation, source, f"{where}.evaluation")
-
-
-def flat(exp: Experiment) -> dict[str, object]:
-    """Every setting of an experiment as dotted keys (for MLflow params), defaults included."""
-    doc = exp.model_dump()
-    doc["hyperparameters"] = hyperparameters(exp).model_dump()
-    out: dict[str, object] = {}
-
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict) and value:
-            for k, v in value.items():
-                walk(f"{prefix}.{k}" if prefix else k, v)
-        elif not isinstance(value, dict):
-            out[prefix] = value
-
-    walk("", doc)
-    return out
 
 
 def task_for(architecture: str, native: str | None) -> str | None:

@@ -24,7 +24,7 @@ import mlflow
 import yaml
 from mlflow.models.utils import _save_example as _mlflow_save_example
 
-from pipelines import paths
+from pipelines import config, paths
 
 log = logging.getLogger("archlab.tracking")
 RUN_FILE = "run.json"
@@ -199,3 +199,20 @@ def log_keras_model(model, input_example) -> None:
             pip_requirements=[f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"])
     finally:
         mlflow.keras.save._save_example = original
+
+
+def flat_params(exp) -> dict[str, object]:
+    """Every setting of an experiment as dotted keys (for MLflow params), defaults included."""
+    doc = exp.model_dump()
+    doc["hyperparameters"] = config.hyperparameters(exp).model_dump()
+    out: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        elif not isinstance(value, dict):
+            out[prefix] = value
+
+    walk("", doc)
+    return out

@@ -81,7 +81,7 @@ def fit(context: stage.Context) -> dict[str, float]:
         (out / "checkpoints").mkdir()
         with stage.mlflow_run(context, "train", run_dir=out):
             tracking.record_run(out, task.name)
-            mlflow.log_params(config.flat(exp))
+            mlflow.log_params(tracking.flat_params(exp))
             mlflow.log_params({"num_parameters": model.count_params(), "train_examples": train_examples})
             started = time.perf_counter()
             if arch.fit is not None:  # closed-form parts first (reservoir computing: ridge readout)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from pipelines import config, paths
+from pipelines import config, paths, tracking
 from tests.conftest import tiny_params
 
 
@@ -107,7 +107,7 @@ def test_not_a_mapping_and_not_yaml(tmp_path):
 
 
 def test_flat_params_include_defaults():
-    flat = config.flat(config.validate(tiny_params()).experiments["mlp"])
+    flat = tracking.flat_params(config.validate(tiny_params()).experiments["mlp"])
     assert flat["training.epochs"] == 4
     assert flat["hyperparameters.hidden_units"] == [32]
     assert flat["hyperparameters.activation"] == "relu"   # the architecture's default

@@ -3,7 +3,7 @@ stage's dependencies its own; test_e2e.py runs every stage kind and checks its i
 
 from __future__ import annotations
 
-from pipelines import config, dag, paths
+from pipelines import config, dag, imports, paths
 from tests.conftest import TINY_STUDY, tiny_params
 
 
@@ -12,8 +12,8 @@ def test_the_committed_dvc_yaml_is_what_params_and_code_give():
 
 
 def test_closure_follows_module_level_imports_not_imports_inside_functions():
-    assert dag.closure(["models.mlp"]) == {"models", "models.registry", "models.mlp"}
-    train = dag.closure(["pipelines.train"])
+    assert imports.closure(["models.mlp"]) == {"models", "models.registry", "models.mlp"}
+    train = imports.closure(["pipelines.train"])
     # a task names its exporter inside a method, and the registry imports families by name
     assert "pipelines.exporters.single" not in train and "models.esn" not in train
     assert {"pipelines.training", "pipelines.config", "pipelines.tasks.base"} <= train

@@ -229,7 +229,7 @@ json.dump(sorted(name for name in sys.modules if name.split(".")[0] in ("models"
 
 def test_every_stage_kind_imports_only_code_its_stage_declares(repo, tmp_path):
     """Each kind of stage, run as DVC runs it (last here: it rewrites outputs, byte for byte)."""
-    from pipelines import config, dag
+    from pipelines import config, dag, imports
 
     stages = dag.resolved(config.validate(yaml.safe_load((repo / "params.yaml").read_text())))
     for name in ("check@mlp", "prepare@digits", "train@mlp", "evaluate@mlp", "export@mlp", "check_study",
@@ -238,7 +238,7 @@ def test_every_stage_kind_imports_only_code_its_stage_declares(repo, tmp_path):
         assert (python, flag) == ("python", "-m")
         sh(repo, sys.executable, "-c", IMPORTS, module, str(tmp_path / f"{name}.json"), *args)
         imported = json.loads((tmp_path / f"{name}.json").read_text())
-        files = {dag.files([m], repo)[0] for m in imported if dag.module_path(m, repo)}
+        files = {imports.files([m], repo)[0] for m in imported if imports.module_path(m, repo)}
         assert files, name
         undeclared = files - set(stages[name]["deps"])
         assert not undeclared, f"{name} imports {sorted(undeclared)} but does not depend on them"

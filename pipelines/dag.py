@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def run() -> None:
-        text = render(config.load(deep=True))
+        params = config.load(deep=True)
+        text = render(params)
         target = paths.ROOT / "dvc.yaml"
         if args.check:
             if not target.exists() or target.read_text() != text:
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
             staging = target.with_name("dvc.yaml.partial")
             staging.write_text(text)
             staging.replace(target)
-        print(f"dvc.yaml: {len(resolved(config.load()))} stages", file=sys.stderr)
+        print(f"dvc.yaml: {len(resolved(params))} stages", file=sys.stderr)
 
     runtime.run_stage(run)
 

@@ -36,11 +36,7 @@ class Halves:
         return tflite.median_latency_ms(lambda image: decode(_first(encode(image[None]))), x[0], runs)
 
     def write(self, variant: str, folder, representative) -> list:
-        files = []
-        for name, part in self.parts.items():
-            files.append(folder / f"{variant}_{name}.tflite")
-            files[-1].write_bytes(tflite.convert(part, variant))
-        return files
+        return tflite.write_parts(self.parts, variant, folder)
 
     @staticmethod
     def files(folder, variant: str) -> list:

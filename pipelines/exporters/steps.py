@@ -35,11 +35,7 @@ class StepModels:
         return tflite.median_latency_ms(lambda _: graph(inputs), None, runs)
 
     def write(self, variant: str, folder, representative) -> list:
-        files = []
-        for part, keras_model in self.parts.items():
-            files.append(folder / f"{variant}_{part}.tflite")
-            files[-1].write_bytes(tflite.convert(keras_model, variant))
-        return files
+        return tflite.write_parts(self.parts, variant, folder)
 
     def run(self, files, x, reference: np.ndarray, desc: str):
         generator = self._generator(files)

@@ -98,6 +98,15 @@ def keras_predict_one(model: keras.Model):
     return lambda x: graph(x[None])
 
 
+def write_parts(parts: dict[str, keras.Model], variant: str, folder) -> list:
+    """Each named part converted to `<folder>/<variant>_<name>.tflite`; the files, in order."""
+    files = []
+    for name, part in parts.items():
+        files.append(folder / f"{variant}_{name}.tflite")
+        files[-1].write_bytes(convert(part, variant))
+    return files
+
+
 def fixed_batch(part: keras.Model) -> keras.Model:
     """A model of one input with its batch fixed to 1, sharing `part`'s layers."""
     inputs = keras.Input(part.input_shape[1:], batch_size=1, name=part.inputs[0].name)

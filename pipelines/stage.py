@@ -63,13 +63,16 @@ def trained_model(name: str) -> keras.Model:
 
 def mlflow_run(context: Context, stage: str, run_dir=None):
     """The experiment's MLflow run: train opens it in `run_dir` (its staging folder), the
-    later stages find it through `train/run.json`."""
-    exp = context.experiment
-    tags = tracking.run_tags(context.name, exp.architecture, exp.dataset, context.task.name,
-                             f"{stage}@{context.name}")
+    later stages find it through `train/run.json`. Tagged with the machine's fingerprint,
+    what the run is of (commit, data and params hashes) and the task's headline metric;
+    the train stage also samples system metrics."""
+    exp, task = context.experiment, context.task
+    tags = tracking.run_tags(context.name, exp.architecture, exp.dataset, task.name, f"{stage}@{context.name}",
+                             params=tracking.flat_params(exp))
+    tags.update(headline_metric=f"test_{task.headline}", higher_is_better=str(task.higher_is_better).lower())
     return tracking.start(run_dir or context.train_dir, run_name=context.name, tags=tags,
                           mlflow_experiment=context.mlflow_experiment or
-                          tracking.experiment_name(context.task.name, exp.dataset))
+                          tracking.experiment_name(task.name, exp.dataset), system_metrics=stage == "train")
 
 
 def cli(run: Callable[[str, config.Params], object], description: str) -> None:

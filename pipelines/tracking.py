@@ -11,6 +11,7 @@ to the same run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from pipelines import config, paths
 
 log = logging.getLogger("archlab.tracking")
 RUN_FILE = "run.json"
+SYSTEM_METRICS_SECONDS = 2   # MLflow's system-metrics sampling (its default, 10 s, misses short stages)
 
 
 def store_dir() -> Path:
@@ -59,20 +61,35 @@ def experiment_name(task: str, dataset: str) -> str:
     return f"{task}/{dataset}"
 
 
+# MLflow 3's UI opens an experiment on its GenAI view unless this tag names the training kind.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def experiment_id(name: str) -> str:
-    """The MLflow experiment `name`, created with its artifacts under `mlflow/` if new."""
+    """The MLflow experiment `name`, created with its artifacts under `mlflow/` if new, and
+    tagged so the UI opens on its runs table."""
     configure()
     found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    location = None if user_uri() else (store_dir() / "artifacts").as_uri()
-    try:
-        return mlflow.create_experiment(name, artifact_location=location)
-    except mlflow.exceptions.MlflowException:
-        found = mlflow.get_experiment_by_name(name)    # created meanwhile by another stage
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        location = None if user_uri() else (store_dir() / "artifacts").as_uri()
+        try:
+            return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+        except mlflow.exceptions.MlflowException:
+            found = mlflow.get_experiment_by_name(name)    # created meanwhile by another stage
+            if found is None:
+                raise
+    if any(found.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):   # a store from before the tag
+        for key, value in EXPERIMENT_KIND.items():
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
+
+
+def ui_links(base: str) -> list[str]:
+    """A link to each experiment's runs table (`?workflowType=machine_learning`: the training
+    view even for an experiment without the kind tag)."""
+    configure()
+    return [f"{name}: {base.rstrip('/')}/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning"
+            for e in mlflow.search_experiments(order_by=["name"]) for name in [e.name] if name != "Default"]
 
 
 def _git(*args: str) -> str:
@@ -92,78 +109,171 @@ def data_hash() -> str:
         return "unknown"
 
 
-def _cpu_name() -> str:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return fields
 
 
-def machine_tags() -> dict[str, str]:
-    """Host, CPU, GPU and library versions: what makes runs on different machines comparable."""
+# Instruction-set extensions that choose which kernels oneDNN and Eigen run, and so the order
+# of floating-point sums: two machines that differ here may train to different weights.
+NUMERIC_ISA = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+               "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16")
+
+
+def _gpus() -> list[dict[str, str]]:
+    """Each NVIDIA GPU's name, memory, compute capability and driver (nvidia-smi), or []."""
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,compute_cap,driver_version",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    keys = ("name", "memory_mb", "compute_capability", "driver")
+    return [dict(zip(keys, (v.strip() for v in line.split(",")))) for line in out.stdout.splitlines()
+            if out.returncode == 0 and line.strip()]
+
+
+def onednn() -> bool:
+    """Whether TensorFlow runs its oneDNN kernels (on by default on x86; TF_ENABLE_ONEDNN_OPTS=0)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def fingerprint() -> dict[str, str]:
+    """What this machine is, as far as numerics and speed go: host, CPU model and the
+    instruction sets that change numerics, cores, memory, each GPU, CUDA/cuDNN, TensorFlow,
+    Keras and its backend, oneDNN. `machine_id` is a short hash of all of it (the host name
+    included, so two hosts of one kind are two machines); `hardware_id` leaves out the host
+    and the software, so machines of one kind share it."""
     import keras
+    import psutil
     import tensorflow as tf
 
+    cpu = _cpuinfo()
+    flags = set(cpu.get("flags", "").split())
     build = tf.sysconfig.get_build_info()
+    gpus = _gpus()
     tags = {
         "host": socket.gethostname(),
-        "cpu": _cpu_name(),
+        "cpu": cpu.get("model name") or platform.processor() or platform.machine(),
+        "cpu_model_id": f"family {cpu.get('cpu family', '?')} model {cpu.get('model', '?')} "
+                        f"stepping {cpu.get('stepping', '?')}",
+        "cpu_cache": cpu.get("cache size", "unknown"),
+        "cpu_isa": ",".join(f for f in NUMERIC_ISA if f in flags) or platform.machine(),
         "cpu_count": str(os.cpu_count()),
-        "tensorflow_version": tf.__version__,
-        "keras_version": keras.__version__,
+        "memory_gb": f"{psutil.virtual_memory().total / 2**30:.1f}",
+        "gpu": ", ".join(g["name"] for g in gpus) or "none",
+        "gpu_count": str(len(gpus)),
         "cuda_version": str(build.get("cuda_version", "none")),
         "cudnn_version": str(build.get("cudnn_version", "none")),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+        "onednn": "on" if onednn() else "off",
         "python_version": platform.python_version(),
     }
-    gpus = tf.config.list_physical_devices("GPU")
     if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        tags["gpu"] = details.get("device_name", "unknown")
-        tags["gpu_count"] = str(len(gpus))
-        cc = details.get("compute_capability")
-        tags["gpu_compute_capability"] = ".".join(map(str, cc)) if cc else "unknown"
-        if shutil.which("nvidia-smi"):
-            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True)
-            found = out.returncode == 0 and out.stdout.strip()
-            tags["gpu_driver"] = out.stdout.strip().splitlines()[0] if found else "unknown"
-    else:
-        tags["gpu"] = "none"
+        tags["gpu_memory_mb"] = ", ".join(g["memory_mb"] for g in gpus)
+        tags["gpu_compute_capability"] = ", ".join(g["compute_capability"] for g in gpus)
+        tags["gpu_driver"] = gpus[0]["driver"]
+    hardware = ("cpu", "cpu_model_id", "cpu_cache", "cpu_isa", "cpu_count", "memory_gb", "gpu", "gpu_memory_mb")
+    tags["hardware_id"] = _short_hash({k: tags.get(k) for k in hardware})
+    tags["machine_id"] = _short_hash(tags)
     return tags
 
 
-def run_tags(experiment: str, architecture: str, dataset: str, task: str, stage: str) -> dict[str, str]:
+def _short_hash(values: dict) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def dataset_hash(dataset: str, root: Path = paths.ROOT) -> str:
+    """The md5 DVC recorded for the prepared dataset (`outputs/tfds/<dataset>` in dvc.lock),
+    else the raw data's (data.dvc)."""
+    try:
+        lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
+        for stage_name, stage_lock in lock.get("stages", {}).items():
+            if stage_name.partition("@")[2] == dataset:
+                for out in stage_lock.get("outs", []):
+                    if out.get("path") == f"outputs/tfds/{dataset}":
+                        return str(out["md5"]).removesuffix(".dir")
+    except (OSError, AttributeError, KeyError, yaml.YAMLError):
+        pass
+    return data_hash()
+
+
+def run_tags(experiment: str, architecture: str, dataset: str, task: str, stage: str,
+             params: dict | None = None) -> dict[str, str]:
+    """The machine's fingerprint and what a run is of: experiment, commit, data, params."""
     commit = _git("rev-parse", "HEAD") or "unknown"
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
-    return {
+    tags = {
         "archlab_experiment": experiment,
         "architecture": architecture,
         "dataset": dataset,
         "task": task,
         "git_commit": commit,
         "git_dirty": str(dirty).lower(),
-        "data_hash": data_hash(),
+        "data_hash": dataset_hash(dataset),
         "dvc_stage": stage,
-        **machine_tags(),
+        **fingerprint(),
     }
+    if params is not None:
+        tags["params_hash"] = _short_hash({k: str(v) for k, v in params.items()})
+    return tags
 
 
-def start(run_dir: Path, *, mlflow_experiment: str, run_name: str, tags: dict[str, str]):
+def training_tags(model, devices: int = 1) -> dict[str, str]:
+    """How a model was trained: precision policy, XLA, number of devices."""
+    import keras
+
+    return {"precision": keras.config.dtype_policy().name,
+            "xla": "on" if getattr(model, "jit_compile", False) is True else "off",
+            "devices": str(devices)}
+
+
+def log_dataset(dataset: str, splits: dict[str, int]) -> None:
+    """The run's dataset as an MLflow dataset input (the UI's Dataset column): its prepared
+    folder, a digest from its DVC hash, and each split's size as the input's tags."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():   # "can be interpreted in multiple ways": both are the local folder
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(paths.tfds_dir(dataset)))
+    data = MetaDataset(source, name=dataset, digest=dataset_hash(dataset)[:8])
+    mlflow.log_input(data, context="training", tags={f"{split}_examples": str(n) for split, n in splits.items()})
+
+
+def start(run_dir: Path, *, mlflow_experiment: str, run_name: str, tags: dict[str, str],
+          system_metrics: bool = False):
     """Open this experiment's run: the one recorded in `run_dir/run.json` if it still
-    exists in the store, else a new one. Returns the active-run context manager."""
+    exists in the store, else a new one. Returns the active-run context manager.
+    `system_metrics`: MLflow samples CPU, memory (and GPU, with nvidia-ml-py) while it is open."""
     configure()
+    os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", str(SYSTEM_METRICS_SECONDS))
     record = run_dir / RUN_FILE
     if record.exists():
         run_id = json.loads(record.read_text())["run_id"]
         try:
             mlflow.get_run(run_id)
-            return mlflow.start_run(run_id=run_id, tags=tags)
+            return mlflow.start_run(run_id=run_id, tags=tags, log_system_metrics=system_metrics)
         except mlflow.exceptions.MlflowException:
             log.warning("run %s is not in %s; starting a new run", run_id, tracking_uri())
-    return mlflow.start_run(experiment_id=experiment_id(mlflow_experiment), run_name=run_name, tags=tags)
+    return mlflow.start_run(experiment_id=experiment_id(mlflow_experiment), run_name=run_name, tags=tags,
+                            log_system_metrics=system_metrics)
 
 
 def record_run(run_dir: Path, task: str) -> None:

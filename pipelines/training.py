@@ -63,9 +63,7 @@ def fit(context: stage.Context) -> dict[str, float]:
     train_split = splits.train
     if fitting.max_train_examples:
         train_split = train_split.take(fitting.max_train_examples)
-    train_examples = int(train_split.cardinality())
-    if train_examples < 0:  # unknown (e.g. a mocked catalog dataset): count once
-        train_examples = sum(1 for _ in train_split)
+    train_examples = _count(train_split)   # a mocked catalog dataset's is unknown: counted once
     train_ds = task.batches(train_split, training.batch_size, shuffle_buffer=training.shuffle_buffer,
                             seed=exp.seed, repeat=training.steps_per_epoch is not None) if gradient else None
     val_ds = task.batches(splits.validation, fitting.batch_size)
@@ -83,6 +81,9 @@ def fit(context: stage.Context) -> dict[str, float]:
             tracking.record_run(out, task.name)
             mlflow.log_params(tracking.flat_params(exp))
             mlflow.log_params({"num_parameters": model.count_params(), "train_examples": train_examples})
+            mlflow.set_tags(tracking.training_tags(model))
+            tracking.log_dataset(exp.dataset, {"train": train_examples, "validation": _count(splits.validation),
+                                               "test": _count(splits.test)})
             started = time.perf_counter()
             if arch.fit is not None:  # closed-form parts first (reservoir computing: ridge readout)
                 inputs, targets = task.arrays(train_split)
@@ -108,9 +109,14 @@ def fit(context: stage.Context) -> dict[str, float]:
             metrics = {"epochs_run": len(losses) if gradient else 0, "best_epoch": best + 1 if gradient else 0,
                        "best_val_loss": float(history["val_loss"][best]),
                        "num_parameters": int(model.count_params())}
-            timings = {"train_seconds": round(seconds, 3)}
+            timings = {"train_seconds": round(seconds, 3), "peak_memory_mb": round(_peak_memory_mb(), 1)}
             if gradient:
-                timings["seconds_per_epoch"] = round(seconds / len(losses), 3)
+                seen = len(losses) * (training.steps_per_epoch * training.batch_size if training.steps_per_epoch
+                                      else train_examples)
+                timings.update(seconds_per_epoch=round(seconds / len(losses), 3),
+                               train_examples_per_second=round(seen / seconds, 1))
+            else:
+                timings["train_examples_per_second"] = round(train_examples / max(seconds, 1e-9), 1)
             runtime.write_json(out / "metrics.json", metrics)
             runtime.write_json(out / paths.TIMINGS, timings)
             mlflow.log_metrics({**metrics, **timings})
@@ -122,6 +128,18 @@ def fit(context: stage.Context) -> dict[str, float]:
             tracking.log_keras_model(model, example)
     log.info("trained %s in %.1f s (%d epochs)", name, seconds, len(losses))
     return {**metrics, **timings}
+
+
+def _count(split) -> int:
+    n = int(split.cardinality())
+    return n if n >= 0 else sum(1 for _ in split)
+
+
+def _peak_memory_mb() -> float:
+    """The process's peak resident memory (Linux reports kB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _descend(model: keras.Model, train_ds, val_ds, training: config.Training, out) -> dict[str, list[float]]:

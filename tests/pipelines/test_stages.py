@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from mlflow import MlflowClient
 
-from pipelines import config, datasets, evaluate, export, paths, report, tasks, train, training
+from pipelines import config, datasets, evaluate, export, paths, report, tasks, tracking, train, training
 from pipelines.exporters import tflite
 from pipelines.runtime import StageError
 from tests.conftest import tiny_params
@@ -229,6 +229,24 @@ def test_mlflow_run_read_back(trained):
         assert tags.get(key), key
     assert (tags["architecture"], tags["dataset"], tags["task"]) == ("mlp", "digits", "image_classification")
     assert tags["tensorflow_version"] == tf.__version__ and tags["keras_version"] == keras.__version__
+    assert tags["machine_id"] == tracking.fingerprint()["machine_id"] and len(tags["machine_id"]) == 12
+    assert (tags["precision"], tags["xla"], tags["devices"], tags["keras_backend"]) == \
+        ("float32", "off", "1", "tensorflow")
+    assert tags["headline_metric"] == "test_accuracy" and tags["higher_is_better"] == "true"
+    assert tags["params_hash"] == tracking.run_tags("mlp", "mlp", "digits", "t", "s",
+                                                    params=tracking.flat_params(trained.experiments["mlp"]))[
+        "params_hash"]
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"   # the UI's runs view
+    for key in ("train_examples_per_second", "peak_memory_mb", "seconds_per_epoch"):
+        assert metrics[key] > 0, key
+    assert metrics["train_examples_per_second"] == pytest.approx(
+        metrics["epochs_run"] * int(run.data.params["train_examples"]) / metrics["train_seconds"], rel=0.01)
+    assert any(key.startswith("system/cpu_utilization_percentage") for key in metrics)   # MLflow system metrics
+    (data,) = run.inputs.dataset_inputs   # the UI's Dataset column
+    assert (data.dataset.name, data.dataset.digest) == ("digits", tracking.dataset_hash("digits")[:8])
+    sizes = {t.key: t.value for t in data.tags}
+    assert sizes["mlflow.data.context"] == "training" and sizes["train_examples"] == params["train_examples"]
+    assert int(sizes["test_examples"]) == int(metrics["test_examples"]) and int(sizes["validation_examples"]) > 0
     artifacts = {a.path for folder in ("plots", "tflite") for a in client.list_artifacts(run.info.run_id, folder)}
     assert {"plots/learning_curves.png", "plots/confusion_matrix.png", "tflite/float32.tflite",
             "tflite/int8.tflite", "tflite/dynamic_range.tflite", "tflite/float16.tflite"} <= artifacts
@@ -265,29 +283,6 @@ def test_diverging_run_is_a_clear_error(workspace):
     with pytest.raises(StageError, match=r"training diverged .*lower training.learning_rate"):
         train.train("mlp", config.validate(doc))
     assert not (paths.train_dir("mlp") / "model.keras").exists()
-
-
-def test_gpu_tags_name_the_device(monkeypatch):
-    """On a GPU machine the run is tagged with the card, its compute capability and driver."""
-    from pipelines import tracking
-
-    fake = tf.config.PhysicalDevice(name="/physical_device:GPU:0", device_type="GPU")
-    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [fake] if kind == "GPU" else [])
-    monkeypatch.setattr(tf.config.experimental, "get_device_details",
-                        lambda device: {"device_name": "NVIDIA H100 80GB HBM3", "compute_capability": (9, 0)})
-    monkeypatch.setattr(tracking.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
-    monkeypatch.setattr(tracking.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
-        a, 0, stdout="580.159.03\n", stderr=""))
-    tags = tracking.machine_tags()
-    assert (tags["gpu"], tags["gpu_compute_capability"], tags["gpu_driver"], tags["gpu_count"]) == \
-        ("NVIDIA H100 80GB HBM3", "9.0", "580.159.03", "1")
-
-
-def test_cpu_machine_tags():
-    from pipelines import tracking
-
-    tags = tracking.machine_tags()
-    assert tags["gpu"] == "none" and tags["cpu"] and tags["host"]
 
 
 def test_cosine_schedule_anneals_the_learning_rate():

@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export MLFLOW_DISABLE_TELEMETRY ?= true
 MLFLOW_PORT ?= 5000
 
-.PHONY: help venv data dag run test test-fast lint ui bench clean
+.PHONY: help venv data dag run test test-fast lint ui server server-stop sync compare push pull bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -52,8 +52,34 @@ lint: venv ## ruff over the code and the tests; dvc.yaml is what `make dag` writ
 	$(BIN)/ruff check .
 	$(BIN)/python -m pipelines.dag --check
 
-ui: venv ## the MLflow UI on http://127.0.0.1:5000 (MLFLOW_PORT=...) over the repo's store
+ui: venv ## the MLflow UI on http://127.0.0.1:5000 (MLFLOW_PORT=...) over the repo's store, with a link per experiment
+	@MLFLOW_TRACKING_URI="sqlite:///$(CURDIR)/mlflow/mlflow.db" $(BIN)/python -m pipelines.tracking links "http://127.0.0.1:$(MLFLOW_PORT)"
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow/mlflow.db" --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+# A shared tracking server: PostgreSQL (a cluster of its own under mlflow/server) and
+# `mlflow server` with proxied artifacts. HOST=0.0.0.0 needs ALLOW_REMOTE=1; AUTH=1 turns on
+# MLflow's basic-auth app with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD as admin.
+HOST ?= 127.0.0.1
+server: venv ## start the shared MLflow tracking server on PostgreSQL (HOST=, MLFLOW_PORT=, AUTH=1, ALLOW_REMOTE=1)
+	$(BIN)/python -m pipelines.server start --host $(HOST) --port $(MLFLOW_PORT) $(if $(filter 1,$(AUTH)),--auth) $(if $(filter 1,$(ALLOW_REMOTE)),--allow-remote)
+
+server-stop: venv ## stop the tracking server and its PostgreSQL
+	$(BIN)/python -m pipelines.server stop
+
+sync: venv ## upload this machine's local MLflow runs to a server (TO=http://host:5000); a second sync adds nothing
+	@test -n "$(TO)" || { echo "error: name the server: make sync TO=http://host:5000" >&2; exit 1; }
+	$(BIN)/python -m pipelines.sync --to "$(TO)"
+
+REF ?=
+compare: venv ## machines side by side from the MLflow runs (REF=<machine_id or host>; default: the machine with the most runs)
+	$(BIN)/python -m pipelines.compare $(if $(REF),--reference $(REF))
+	@cat outputs/compare/machines.md
+
+push: venv ## send data, models and DVC's run cache to the remote ARCHLAB_REMOTE (a folder or ssh:// URL)
+	$(BIN)/python -m pipelines.remote push
+
+pull: venv ## fetch them from ARCHLAB_REMOTE: up to date without training
+	$(BIN)/python -m pipelines.remote pull
 
 bench: venv ## benchmarks: ESN vs reservoirpy, Keras vs TFLite latency, no-op dvc repro (after `make run`)
 	$(BIN)/python -m pipelines.bench

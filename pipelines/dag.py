@@ -79,6 +79,13 @@ def _group(kind: str, items: dict[str, dict[str, str]], roles: tuple[str, ...]) 
     return files(shared), items
 
 
+def _in_git(path: str) -> dict:
+    """A small results file kept in git rather than DVC's cache (`cache: false`), so that
+    `dvc metrics diff`, `dvc plots diff` and `dvc exp show` compare against any commit in any
+    clone; .gitignore lets these files through."""
+    return {path: {"cache": False}}
+
+
 def _lane(kind: str, stamp: str, shared: list[str], roles: tuple[str, ...], params: list[str],
           outs: list, extra_deps: list[str] = (), metrics=None, plots=None) -> dict:
     stage = {"cmd": f"python -m {ENTRY[kind]} ${{key}}",
@@ -130,22 +137,23 @@ def stages(params: config.Params) -> dict:
             stage = _lane(kind, stamp, shared, roles, [exp + k for k in ("architecture", "dataset", "seed",
                                                                          "${item.hyperparameters}", "training")],
                           ["outputs/experiments/${key}/train/model.keras"], [data],
-                          metrics=["outputs/experiments/${key}/train/metrics.json"],
+                          metrics=[_in_git("outputs/experiments/${key}/train/metrics.json")],
                           plots=[{"outputs/experiments/${key}/train/history.csv": {
-                              "x": "epoch", "y": "val_loss", "title": "${key} validation loss per epoch"}},
+                              "x": "epoch", "y": "val_loss", "title": "${key} validation loss per epoch",
+                              "cache": False}},
                               "outputs/experiments/${key}/train/learning_curves.png"])
         elif kind == "evaluate":
             stage = _lane(kind, stamp, shared, roles, [exp + k for k in ("architecture", "dataset", "seed",
                                                                          "${item.evaluation}")],
                           ["outputs/experiments/${key}/eval/predictions.csv"], [data, model],
-                          metrics=["outputs/experiments/${key}/eval/metrics.json"],
+                          metrics=[_in_git("outputs/experiments/${key}/eval/metrics.json")],
                           plots=["outputs/experiments/${key}/eval/plots"])
         else:
             stage = _lane(kind, stamp, shared, roles, [exp + k for k in ("architecture", "dataset", "seed",
                                                                          "${item.hyperparameters}", "training",
                                                                          "export")],
                           ["outputs/experiments/${key}/export/tflite"], [data, model],
-                          metrics=["outputs/experiments/${key}/export/metrics.json"])
+                          metrics=[_in_git("outputs/experiments/${key}/export/metrics.json")])
         out[kind] = {"foreach": items, "do": stage}
     out.update(_sweeps(params))
     out["report"] = _report(params)
@@ -196,14 +204,15 @@ def _sweeps(params: config.Params) -> dict:
                         "deps": ["outputs/checks/study.ok", "outputs/study_tfds", *files(closure(run_roots))],
                         "params": ["study"],
                         "outs": ["outputs/study/runs", "outputs/study/results.csv", "outputs/study/study.md"],
-                        "metrics": ["outputs/study/metrics.json"], "plots": [f"outputs/study/{paths.STUDY_FIGURE}"]}
+                        "metrics": [_in_git("outputs/study/metrics.json")],
+                        "plots": [f"outputs/study/{paths.STUDY_FIGURE}"]}
     if params.anomaly is not None:
         out["anomaly"] = {"cmd": "python -m pipelines.anomaly",
                           "deps": ["outputs/checks/anomaly.ok", f"outputs/tfds/{params.anomaly.dataset}",
                                    *files(closure(["pipelines.anomaly", *_anomaly_roots(params)]))],
                           "params": ["anomaly"],
                           "outs": ["outputs/anomaly/runs", "outputs/anomaly/results.csv", "outputs/anomaly/anomaly.md"],
-                          "metrics": ["outputs/anomaly/metrics.json"],
+                          "metrics": [_in_git("outputs/anomaly/metrics.json")],
                           "plots": [f"outputs/anomaly/{paths.ANOMALY_FIGURE}"]}
     return out
 
@@ -216,12 +225,14 @@ def _report(params: config.Params) -> dict:
             *(["outputs/study/results.csv", "outputs/study/study.md"] if params.study else []),
             *(["outputs/anomaly/results.csv", "outputs/anomaly/anomaly.md"] if params.anomaly else []),
             *files(closure(roots))]
-    # The leaderboard files show latencies, which differ per run: DVC tracks only summary.json.
+    # The leaderboard files show latencies, which differ per run: DVC tracks only summary.json
+    # and machines.json (which machine trained each experiment), both kept in git.
     # `persist` keeps the stage out of DVC's run cache, so it reruns (rewriting the
     # leaderboard) whenever its inputs change instead of restoring an older summary.
     return {"cmd": "python -m pipelines.report", "deps": deps,
             "params": ["experiments", *(s for s in config.SWEEPS if getattr(params, s) is not None)],
-            "metrics": [{"outputs/report/summary.json": {"cache": False, "persist": True}}]}
+            "metrics": [{"outputs/report/summary.json": {"cache": False, "persist": True}}],
+            "outs": [{"outputs/report/machines.json": {"cache": False, "persist": True}}]}
 
 
 def resolved(params: config.Params) -> dict[str, dict]:

@@ -26,6 +26,9 @@ ANOMALY_FIGURE = "roc_auc.png"        # in ANOMALY: ROC-AUC per normal class
 # Wall-clock figures (training time, latency) differ per machine and per run, so they
 # live in this file beside a stage's DVC outputs, outside DVC (see .dvcignore).
 TIMINGS = "timings.json"
+# The fingerprint of the machine that trained a model (`tracking.fingerprint`), beside it
+# outside DVC for the same reason; the report gathers them into its machines.json.
+MACHINE = "machine.json"
 
 
 def tracking_root(root: Path = ROOT) -> Path:

@@ -5,8 +5,12 @@
 Reads each experiment's evaluate and export metrics; writes
 `outputs/report/leaderboard.md`, `leaderboard.csv` and `leaderboard.png` (headline
 metric, TFLite size, latency and parity per experiment) and logs them to the MLflow
-experiment `leaderboard`. `summary.json`, the stage's DVC output, holds the figures
-that repeat exactly (no timings).
+experiment `leaderboard`. `summary.json`, the stage's DVC metrics, holds the figures
+that repeat exactly (no timings); `machines.json` names the machine that trained each
+experiment. Both are kept in git. Each task's best experiment is registered in the MLflow
+model registry with the alias `champion`; when the tracking store holds runs from more than
+one machine, the leaderboard ends with them side by side (`pipelines.compare`: the store as
+it is when the report runs, not a DVC dependency; `make compare` for the current view).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 import models
-from pipelines import config, paths, runtime, tasks, tracking
+from pipelines import compare, config, paths, runtime, tasks, tracking
 from pipelines.plots import plt, save
 
 log = logging.getLogger("archlab.report")
@@ -211,18 +215,96 @@ def pictures_section(params: config.Params) -> str:
     return "\n".join(["", "## Autoencoders: pictures", "", *lines]) if lines else ""
 
 
+# What machines.json says of each experiment's machine (the rest is in its MLflow run).
+MACHINE_FIELDS = ("machine_id", "hardware_id", "host", "cpu", "cpu_isa", "cpu_count", "gpu", "tensorflow_version",
+                  "keras_backend", "onednn")
+
+
+def machines(params: config.Params) -> dict:
+    """Which machine trained each experiment (its train stage's `machine.json`): committed
+    with the results, so a clone knows where the committed figures come from."""
+    doc = {}
+    for name in params.experiments:
+        path = paths.train_dir(name) / paths.MACHINE
+        found = json.loads(path.read_text()) if path.exists() else {}
+        doc[name] = {k: found[k] for k in MACHINE_FIELDS if k in found} or {"machine_id": "unknown"}
+    return doc
+
+
+CHAMPION = "champion"
+
+
+def registered_name(task: str) -> str:
+    """The model registry's name for a task and dataset (`image_classification/fashion_mnist`
+    → `image_classification.fashion_mnist`)."""
+    return task.replace("/", ".")
+
+
+def register_champions(frame: pd.DataFrame) -> dict[str, str]:
+    """Register each task's best experiment (the leaderboard's first row) in the MLflow model
+    registry under the alias `champion`: its logged Keras model, tagged with its headline
+    metric and where its TFLite files are (`runs:/<run>/tflite`). A champion already
+    registered from the same model keeps its version. Returns task → experiment."""
+    client = mlflow.MlflowClient()
+    champions = {}
+    for task, group in frame.groupby("task", sort=True):
+        best = group.iloc[0]
+        record = paths.train_dir(best["experiment"]) / tracking.RUN_FILE
+        if not record.exists():
+            log.warning("%s: no MLflow run recorded (outputs restored from the DVC cache); not registered", task)
+            continue
+        run = json.loads(record.read_text())
+        found = mlflow.search_logged_models(experiment_ids=[run["experiment_id"]], output_format="list",
+                                            filter_string=f"source_run_id = '{run['run_id']}'")
+        if not found:
+            log.warning("%s: run %s has no logged model; not registered", task, run["run_id"])
+            continue
+        name = registered_name(task)
+        try:
+            current = client.get_model_version_by_alias(name, CHAMPION)
+        except mlflow.exceptions.MlflowException:
+            current = None
+        if current is None or (current.model_id or current.source) not in (found[0].model_id, found[0].model_uri):
+            version = mlflow.register_model(found[0].model_uri, name)
+            tags = {"archlab_experiment": best["experiment"], "architecture": best["architecture"],
+                    best["metric"]: f"{best['headline']:.6g}", "tflite": f"runs:/{run['run_id']}/tflite"}
+            for key, value in tags.items():
+                client.set_model_version_tag(name, version.version, key, value)
+            client.set_registered_model_alias(name, CHAMPION, version.version)
+        champions[task] = best["experiment"]
+    return champions
+
+
+def machines_section() -> str:
+    """The runs in the tracking store, machine by machine (`pipelines.compare`), when the
+    store holds runs from more than one machine."""
+    try:
+        comparison = compare.compare(mlflow.MlflowClient())
+    except runtime.StageError as e:   # no archlab runs yet
+        log.info("no per-machine view: %s", e)
+        return ""
+    if len(comparison.machines) < 2:
+        return ""
+    body = compare.markdown(comparison).split("\n", 1)[1]   # its own title dropped
+    return "\n".join(["", "## Machines side by side (the MLflow store, `make compare`)", "",
+                      body.replace("\n## ", "\n### ").strip(), ""])
+
+
 def report(params: config.Params) -> pd.DataFrame:
     frame = table(params)
+    tracking.configure()
     with runtime.atomic_dir(paths.REPORT) as out:
         runtime.write_json(out / "summary.json", summary(frame))
+        runtime.write_json(out / "machines.json", machines(params))
         frame.to_csv(out / "leaderboard.csv", index=False)
         study = sweep_section("Long-term dependencies: the adding problem", paths.STUDY, "study.md",
                               paths.STUDY_FIGURE, "test MSE against T") if params.study else ""
         anomaly = sweep_section("One-class anomaly detection", paths.ANOMALY, "anomaly.md", paths.ANOMALY_FIGURE,
                                 "ROC-AUC per normal class") if params.anomaly else ""
-        (out / "leaderboard.md").write_text(markdown(frame) + study + anomaly + pictures_section(params))
+        (out / "leaderboard.md").write_text(markdown(frame) + study + anomaly + pictures_section(params)
+                                            + machines_section())
         leaderboard(frame, out / "leaderboard.png")
-        tracking.configure()
+        register_champions(frame)
         with mlflow.start_run(experiment_id=tracking.experiment_id("leaderboard"), run_name="report",
                               tags=tracking.run_tags("report", "all", "all", "all", "report")):
             for file in ("leaderboard.md", "leaderboard.csv", "leaderboard.png"):

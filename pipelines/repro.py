@@ -16,6 +16,8 @@ TFLite conversion. The experiments do not depend on one another, so this runs th
    lane's files; DVC's repo lock, which `--wait-for-lock` waits for, guards `dvc.lock` and the cache between stages.
    Only lanes with a stage that `dvc status` reports as changed are started.
 3. `dvc repro`: the stages no lane ran (the report), and the check that nothing is left.
+4. The closing lines (`pipelines.results`): which experiments' results differ from the
+   committed ones, by how much, and which machines made each.
 
 Every stage's outputs are the same as with a plain `dvc repro` (each run is seeded and
 deterministic on its own), so `dvc.lock` is too. Each lane's output goes to
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipelines import config, dag, paths, runtime
+from pipelines import config, dag, paths, results, runtime
 
 DVC = [sys.executable, "-m", "dvc"]
 
@@ -133,6 +135,10 @@ def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
         raise runtime.StageError(f"lane {', '.join(lane.name for lane in failed)} failed (log in {logs}); "
                                  "no lane was started after it")
     _step(root, "repro")
+    try:
+        print("\n".join(results.closing_lines(root)))
+    except runtime.StageError as e:   # no git history to compare with: the run itself succeeded
+        print(f"results: not compared with the committed ones ({e})")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -326,3 +326,21 @@ def flat_params(exp) -> dict[str, object]:
 
     walk("", doc)
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipelines.tracking links <base URL>`: a link to each experiment's runs table."""
+    import argparse
+
+    from pipelines import runtime
+
+    parser = argparse.ArgumentParser(description="Links to the MLflow UI's runs table of each experiment.")
+    parser.add_argument("command", choices=["links"])
+    parser.add_argument("base", help="the UI's address, e.g. http://127.0.0.1:5000")
+    args = parser.parse_args(argv)
+    runtime.run_stage(lambda: print("\n".join(["the runs of each experiment:", *(f"  {line}" for line in
+                                                                               ui_links(args.base))])))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,8 +8,8 @@ first; gradient descent follows only if the architecture says it must
 
 Writes into `context.train_dir`: `model.keras`, `history.csv`, `metrics.json`,
 `learning_curves.png` (DVC outputs, the same bytes for the same seed) and, outside DVC
-(see `.dvcignore`), `checkpoints/last.keras`, `timings.json` and `run.json` (the MLflow
-run the later stages add to).
+(see `.dvcignore`), `checkpoints/last.keras`, `timings.json`, `machine.json` (the machine's
+fingerprint) and `run.json` (the MLflow run the later stages add to).
 """
 
 from __future__ import annotations
@@ -119,6 +119,7 @@ def fit(context: stage.Context) -> dict[str, float]:
                 timings["train_examples_per_second"] = round(train_examples / max(seconds, 1e-9), 1)
             runtime.write_json(out / "metrics.json", metrics)
             runtime.write_json(out / paths.TIMINGS, timings)
+            runtime.write_json(out / paths.MACHINE, tracking.fingerprint())
             mlflow.log_metrics({**metrics, **timings})
             mlflow.log_artifact(str(out / "learning_curves.png"), "plots")
             mlflow.log_artifact(str(out / "history.csv"), "history")

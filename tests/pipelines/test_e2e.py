@@ -21,8 +21,8 @@ TINY_ANOMALY = {"architecture": "autoencoder", "dataset": "digits", "classes": [
                 "hyperparameters": {"code_size": 4}, "training": {"epochs": 2, "batch_size": 32, "learning_rate": 0.01}}
 
 
-def sh(repo: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+def sh(repo: Path, *cmd: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env or {}), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "TF_CPP_MIN_LOG_LEVEL": "2"}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -40,7 +40,7 @@ def repo(tmp_path_factory) -> Path:
     tracked = subprocess.run(["git", "ls-files"], cwd=paths.ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
     for name in tracked:
-        if (paths.ROOT / name).is_file():
+        if (paths.ROOT / name).is_file() and not name.startswith("outputs/"):   # results come from this run
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(paths.ROOT / name, repo / name)
     fetch.fetch_digits(repo / "data" / "digits")
@@ -81,6 +81,48 @@ def test_second_repro_does_nothing(repo):
     assert not sh(repo, "git", "status", "--porcelain").stdout.strip()
 
 
+def test_results_travel_in_git_and_a_change_is_named_with_its_delta(repo):
+    from pipelines import results
+
+    tracked = set(sh(repo, "git", "ls-files", "outputs").stdout.split())
+    assert {"outputs/experiments/mlp/eval/metrics.json", "outputs/experiments/mlp/train/history.csv",
+            "outputs/report/summary.json", "outputs/report/machines.json", "outputs/study/metrics.json",
+            "outputs/checks/mlp.ok"} <= tracked
+    assert not any(name.endswith((".keras", ".tflite", ".png")) for name in tracked)
+    assert json.loads(sh(repo, "dvc", "metrics", "diff", "HEAD", "--json").stdout or "{}") == {}
+    machines = json.loads((repo / "outputs" / "report" / "machines.json").read_text())
+    assert machines["mlp"]["machine_id"] == machines["cnn"]["machine_id"] != "unknown"
+    path = repo / "outputs" / "experiments" / "cnn" / "eval" / "metrics.json"
+    committed = path.read_text()
+    moved = json.loads(committed)
+    moved["test_accuracy"] -= 0.0125
+    moved["test_loss"] += 0.5
+    path.write_text(json.dumps(moved))
+    try:
+        lines = results.closing_lines(repo)
+    finally:
+        path.write_text(committed)
+    assert lines[0] == "results: 1 of 4 experiments and sweeps differ from the committed ones (HEAD):"
+    assert lines[1].startswith("  cnn: test_accuracy ") and "(-0.0125); also test_loss" in lines[1]
+    assert lines[2].startswith(f"committed results from: {machines['cnn']['host']} ({machines['cnn']['machine_id']}")
+    assert results.closing_lines(repo) == [
+        "results: every metric equals the committed one (HEAD) in all 4 experiments and sweeps"]
+
+
+def test_a_second_clone_pulls_the_results_and_is_up_to_date_without_training(repo, tmp_path):
+    env = {"ARCHLAB_REMOTE": str(tmp_path / "remote")}
+    sh(repo, sys.executable, "-m", "pipelines.remote", "push", env=env)
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    sh(clone, sys.executable, "-m", "pipelines.remote", "pull", env=env)
+    assert (clone / "outputs" / "experiments" / "cnn" / "export" / "tflite" / "float32.tflite").read_bytes() == \
+        (repo / "outputs" / "experiments" / "cnn" / "export" / "tflite" / "float32.tflite").read_bytes()
+    status = sh(clone, "dvc", "status")
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout
+    assert not sh(clone, "git", "status", "--porcelain").stdout.strip()
+    assert not (clone / "outputs" / "logs").exists()   # nothing ran
+
+
 def test_rerun_from_scratch_in_lanes_reproduces_dvc_lock(repo):
     """What `make run` does on a fresh clone: no outputs, no cache, the lanes two at a time;
     the same seeds give the same hashes as the plain `dvc repro` of the fixture."""
@@ -94,6 +136,7 @@ def test_rerun_from_scratch_in_lanes_reproduces_dvc_lock(repo):
     assert "cnn: check@cnn, train@cnn, evaluate@cnn, export@cnn" in result.stdout
     assert (repo / "outputs" / "report" / "leaderboard.md").exists()
     assert (repo / "dvc.lock").read_text() == before
+    assert "results: every metric equals the committed one (HEAD) in all 4 experiments and sweeps" in result.stdout
     assert not sh(repo, "git", "status", "--porcelain").stdout.strip()
 
 

@@ -205,6 +205,17 @@ def test_report_leaderboard(workspace, params):
     assert len(runs) == 1
     artifacts = {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)}
     assert artifacts == {"leaderboard.md", "leaderboard.csv", "leaderboard.png"}
+    champion = MlflowClient().get_model_version_by_alias("image_classification.digits", "champion")
+    best = frame.iloc[0]
+    run = json.loads((paths.train_dir(best["experiment"]) / "run.json").read_text())
+    assert champion.run_id == run["run_id"] and champion.tags["archlab_experiment"] == best["experiment"]
+    assert champion.tags["tflite"] == f"runs:/{run['run_id']}/tflite"
+    assert float(champion.tags["test_accuracy"]) == pytest.approx(best["headline"], abs=1e-6)
+    report.report(params)   # the same champion: no new version
+    assert MlflowClient().get_model_version_by_alias("image_classification.digits", "champion").version == \
+        champion.version
+    machines = json.loads((paths.REPORT / "machines.json").read_text())
+    assert machines["mlp"]["machine_id"] == tracking.fingerprint()["machine_id"]
 
 
 def test_mlflow_run_read_back(trained):

@@ -61,17 +61,35 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     staging.rmdir()
 
 
+# When set (the end-to-end test sets it), each command writes the project modules it imported
+# to `<folder>/<pid>.json` as it exits: what `dvc.yaml` must list as the stage's code.
+IMPORTS_LOG = "ARCHLAB_IMPORTS_LOG"
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main: known failures become one `error: ...` line and exit 1."""
-    from pipelines.datasets import RawDataError
+    import os
 
     setup_logging()
+    if os.environ.get(IMPORTS_LOG):
+        import atexit
+
+        atexit.register(_log_imports, Path(os.environ[IMPORTS_LOG]), list(sys.argv))
     try:
         main()
-    except (StageError, RawDataError, FileNotFoundError, ValueError) as e:
+    except (StageError, FileNotFoundError, ValueError) as e:   # datasets.RawDataError is a ValueError
         log.debug("stage failed", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def _log_imports(folder: Path, argv: list[str]) -> None:
+    import json
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    modules = sorted(m for m in sys.modules if m.split(".")[0] in ("models", "pipelines", "edge"))
+    (folder / f"{os.getpid()}.json").write_text(json.dumps({"argv": argv, "modules": modules}))
 
 
 def save_keras(model, path: Path) -> None:

@@ -70,9 +70,11 @@ def mlflow_run(context: Context, stage: str, run_dir=None):
     tags = tracking.run_tags(context.name, exp.architecture, exp.dataset, task.name, f"{stage}@{context.name}",
                              params=tracking.flat_params(exp))
     tags.update(headline_metric=f"test_{task.headline}", higher_is_better=str(task.higher_is_better).lower())
+    experiment = context.mlflow_experiment or tracking.experiment_name(task.name, exp.dataset)
+    if stage == "train":
+        tracking.set_runs_view(tracking.experiment_id(experiment), tags["headline_metric"], task.higher_is_better)
     return tracking.start(run_dir or context.train_dir, run_name=context.name, tags=tags,
-                          mlflow_experiment=context.mlflow_experiment or
-                          tracking.experiment_name(task.name, exp.dataset), system_metrics=stage == "train")
+                          mlflow_experiment=experiment, system_metrics=stage == "train")
 
 
 def cli(run: Callable[[str, config.Params], object], description: str) -> None:

@@ -84,12 +84,37 @@ def experiment_id(name: str) -> str:
     return found.experiment_id
 
 
+# The runs table's columns, as a view the UI loads from the experiment's tag
+# `mlflow.sharedViewState.<key>` when the link says `viewStateShareKey=<key>` (MLflow 3's
+# runs table shows no metric columns until one picks them).
+VIEW_KEY = "archlab"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+
+
+def set_runs_view(experiment: str, headline: str, higher_is_better: bool) -> None:
+    """The experiment's runs table: the headline metric (best first), test loss, training time
+    and the float32 TFLite file's size and latency, the architecture and the machine."""
+    metrics = [headline, "test_loss", "train_seconds", "train_examples_per_second", "tflite_float32_size_bytes",
+               "tflite_float32_latency_ms"]
+    view = json.dumps({"selectedColumns": [*(f"metrics.`{m}`" for m in metrics), "params.`architecture`",
+                                           "tags.`host`", "tags.`machine_id`"],
+                       "orderByKey": f"metrics.`{headline}`", "orderByAsc": not higher_is_better})
+    if mlflow.get_experiment(experiment).tags.get(VIEW_TAG) != view:
+        mlflow.MlflowClient().set_experiment_tag(experiment, VIEW_TAG, view)
+
+
 def ui_links(base: str) -> list[str]:
-    """A link to each experiment's runs table (`?workflowType=machine_learning`: the training
-    view even for an experiment without the kind tag)."""
+    """A link to each experiment's runs table: `workflowType=machine_learning` (the training
+    view even for an experiment without the kind tag) and, where set, archlab's columns."""
     configure()
-    return [f"{name}: {base.rstrip('/')}/#/experiments/{e.experiment_id}/runs?workflowType=machine_learning"
-            for e in mlflow.search_experiments(order_by=["name"]) for name in [e.name] if name != "Default"]
+    links = []
+    for e in mlflow.search_experiments(order_by=["name"]):
+        if e.name == "Default":
+            continue
+        view = f"&viewStateShareKey={VIEW_KEY}" if VIEW_TAG in e.tags else ""
+        links.append(f"{e.name}: {base.rstrip('/')}/#/experiments/{e.experiment_id}/runs"
+                     f"?workflowType=machine_learning{view}")
+    return links
 
 
 def _git(*args: str) -> str:

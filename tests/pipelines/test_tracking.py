@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import mlflow
@@ -55,10 +56,13 @@ def test_experiments_open_on_the_runs_view_and_links_say_so(tmp_path, monkeypatc
     assert tracking.experiment_id("forecasting/santafe_laser") == old
     for experiment in (fresh, old):
         assert mlflow.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    tracking.set_runs_view(fresh, "test_accuracy", higher_is_better=True)
+    view = json.loads(mlflow.get_experiment(fresh).tags[tracking.VIEW_TAG])
+    assert view["selectedColumns"][0] == "metrics.`test_accuracy`" and view["orderByAsc"] is False
     assert tracking.ui_links("http://127.0.0.1:5000/") == [
         f"forecasting/santafe_laser: http://127.0.0.1:5000/#/experiments/{old}/runs?workflowType=machine_learning",
         f"image_classification/digits: http://127.0.0.1:5000/#/experiments/{fresh}/runs"
-        "?workflowType=machine_learning"]
+        "?workflowType=machine_learning&viewStateShareKey=archlab"]
 
 
 def test_dataset_hash_is_the_prepared_folders_then_the_raw_datas(tmp_path):

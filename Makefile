@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export MLFLOW_DISABLE_TELEMETRY ?= true
 MLFLOW_PORT ?= 5000
 
-.PHONY: help venv data dag run test test-fast lint ui server server-stop sync compare push pull bench clean
+.PHONY: help venv data dag run test test-fast test-ui lint ui server server-stop sync compare push pull bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -42,11 +42,17 @@ run: data ## run the whole pipeline: dvc repro, JOBS=2 lanes of stages side by s
 	$(BIN)/python -m pipelines.repro --jobs $(JOBS)
 	@cat outputs/report/leaderboard.md
 
-test: lint ## lint, then the test suite (what CI runs)
-	$(BIN)/python -m pytest
+# Two pytest workers (pytest-xdist), each test module on one of them: the end-to-end module on
+# one worker while the rest run on the other. The UI tests need Chromium: `make test-ui`.
+PYTEST_WORKERS ?= 2
+test: lint ## lint, then the test suite (what CI runs), in two workers
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not ui"
 
 test-fast: venv ## the test suite without the tests marked slow (end-to-end runs, training through the stages)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not ui"
+
+test-ui: venv ## the MLflow UI in headless Chromium (Debian's chromium); ARCHLAB_SCREENSHOTS=dir keeps the screenshots
+	$(BIN)/python -m pytest -m ui
 
 lint: venv ## ruff over the code and the tests; dvc.yaml is what `make dag` writes
 	$(BIN)/ruff check .

@@ -52,8 +52,11 @@ def closing_lines(root: Path = paths.ROOT, rev: str = "HEAD") -> list[str]:
     headline first, then where the committed results and this run's come from."""
     params = config.load(root / "params.yaml")
     diff = metrics_diff(root, rev)
-    lines, moved = [], 0
+    lines, moved, new = [], 0, []
     for name, exp in params.experiments.items():
+        if _committed(root, rev, f"outputs/experiments/{name}/eval/metrics.json") is None:
+            new.append(name)   # no committed results to compare with
+            continue
         headline = f"test_{tasks.get(config.task_name(exp)).headline}"
         changed = {f"{stage}/{key}": d for stage in ("train", "eval", "export")
                    for key, d in diff.get(f"outputs/experiments/{name}/{stage}/metrics.json", {}).items()}
@@ -67,18 +70,24 @@ def closing_lines(root: Path = paths.ROOT, rev: str = "HEAD") -> list[str]:
         lines.append(f"  {name}: {text}" + (f"; also {others}" if others else ""))
     for sweep in config.SWEEPS:
         changed = diff.get(f"outputs/{sweep}/metrics.json", {})
-        if getattr(params, sweep) is not None and changed:
+        if getattr(params, sweep) is not None and changed and _committed(root, rev, f"outputs/{sweep}/metrics.json"):
             moved += 1
             lines.append(f"  {sweep}: " + ", ".join(f"{k} {_number(d.get('old'))} -> {_number(d.get('new'))}"
                                                     for k, d in sorted(changed.items())))
     total = len(params.experiments) + sum(getattr(params, s) is not None for s in config.SWEEPS)
+    fresh = [f"results: {len(new)} experiments have no committed results at {rev} yet: {', '.join(new)}"] \
+        if new else []
     if not moved:
-        return [f"results: every metric equals the committed one ({rev}) in all {total} experiments and sweeps"]
+        if len(new) == len(params.experiments):
+            return fresh
+        return [*fresh, f"results: every metric equals the committed one ({rev}) in all {total - len(new)} "
+                        "experiments and sweeps"]
     before = _committed(root, rev, MACHINES) or {}
     now = json.loads((root / MACHINES).read_text()) if (root / MACHINES).exists() else {}
     origins = sorted({_machine(before.get(n)) for n in params.experiments if n in before}) or ["no record"]
     here = sorted({_machine(now.get(n)) for n in params.experiments if n in now}) or ["no record"]
-    return [f"results: {moved} of {total} experiments and sweeps differ from the committed ones ({rev}):", *lines,
+    return [*fresh, f"results: {moved} of {total - len(new)} experiments and sweeps differ from the committed ones "
+                     f"({rev}):", *lines,
             f"committed results from: {'; '.join(origins)}", f"this run's: {'; '.join(here)}",
             "determinism holds per machine, not across machines (README, `Results across machines`); "
             f"`dvc metrics diff {rev}` lists every figure"]

@@ -31,7 +31,12 @@ def _with(path: str, value, params=None) -> dict:
     return doc
 
 
-DELETE = object()
+class _Delete:
+    def __repr__(self) -> str:   # a stable test id (pytest-xdist workers must collect the same ids)
+        return "<deleted>"
+
+
+DELETE = _Delete()
 
 BAD = [
     ("experiments.mlp.architecture", "transformer",

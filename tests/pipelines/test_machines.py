@@ -61,7 +61,7 @@ def _machine(host: str, root: Path, tfds: Path, seed: int, env: dict[str, str]) 
 
 
 def test_two_machines_log_at_once_an_offline_one_syncs_and_compare_lays_them_side_by_side(
-        server, tfds_dir, tmp_path, monkeypatch):
+        server, tfds_dir, tmp_path):
     if not _can_rename_hosts():
         if os.environ.get(REQUIRE_VARIABLE) == "1":
             pytest.fail("`unshare --uts` is refused (it needs root): cannot give the machines their own host names")
@@ -75,8 +75,7 @@ def test_two_machines_log_at_once_an_offline_one_syncs_and_compare_lays_them_sid
         result = future.result()
         assert result.returncode == 0, f"{host}:\n{result.stderr[-3000:]}"
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(server.uri)
     experiment = client.get_experiment_by_name("image_classification/digits")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.data.tags["host"] for r in runs) == ["alpha", "beta"]   # none lost, each its own
@@ -99,7 +98,7 @@ def test_two_machines_log_at_once_an_offline_one_syncs_and_compare_lays_them_sid
     assert sorted(r.data.tags["host"] for r in runs) == ["alpha", "beta", "gamma"]
 
     out = tmp_path / "compare"
-    compare.main(["--reference", "alpha", "--out", str(out)])
+    compare.main(["--tracking-uri", server.uri, "--reference", "alpha", "--out", str(out)])
     page = (out / "machines.md").read_text()
     side = page.split("## Not comparable")[0]
     assert "alpha" in side and "beta" in side and "gamma" not in side

@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export MLFLOW_DISABLE_TELEMETRY ?= true
 MLFLOW_PORT ?= 5000
 
-.PHONY: help venv data dag run test test-fast test-ui lint ui server server-stop sync compare push pull bench clean
+.PHONY: help venv data dag run test test-fast test-ui lint ui server server-stop sync compare push pull bench numerics clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -89,6 +89,9 @@ pull: venv ## fetch them from ARCHLAB_REMOTE: up to date without training
 
 bench: venv ## benchmarks: ESN vs reservoirpy, Keras vs TFLite latency, no-op dvc repro (after `make run`)
 	$(BIN)/python -m pipelines.bench
+
+numerics: venv ## which kernel settings (oneDNN ISA, oneDNN off, threads) change trained weights on this machine
+	$(BIN)/python -m pipelines.numerics
 
 clean: ## remove pipeline outputs and the DVC run cache (keeps data/, .venv and mlflow/)
 	rm -rf outputs .dvc/tmp

@@ -216,7 +216,8 @@ def pictures_section(params: config.Params) -> str:
 
 
 # What machines.json says of each experiment's machine (the rest is in its MLflow run).
-MACHINE_FIELDS = ("machine_id", "hardware_id", "host", "cpu", "cpu_isa", "cpu_count", "gpu", "tensorflow_version",
+MACHINE_FIELDS = ("machine_id", "hardware_id", "host", "cpu", "cpu_model_id", "cpu_caches", "cpu_isa", "cpu_count",
+                  "gpu", "tensorflow_version",
                   "keras_backend", "onednn")
 
 

@@ -63,11 +63,12 @@ ui: venv ## the MLflow UI on http://127.0.0.1:5000 (MLFLOW_PORT=...) over the re
 	$(BIN)/mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow/mlflow.db" --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 # A shared tracking server: PostgreSQL (a cluster of its own under mlflow/server) and
-# `mlflow server` with proxied artifacts. HOST=0.0.0.0 needs ALLOW_REMOTE=1; AUTH=1 turns on
+# `mlflow server` with proxied artifacts. HOST=0.0.0.0 needs ALLOW_REMOTE=1 (and ALLOWED_HOSTS=
+# the name clients use, else MLflow answers 403 to it); AUTH=1 turns on
 # MLflow's basic-auth app with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD as admin.
 HOST ?= 127.0.0.1
 server: venv ## start the shared MLflow tracking server on PostgreSQL (HOST=, MLFLOW_PORT=, AUTH=1, ALLOW_REMOTE=1)
-	$(BIN)/python -m pipelines.server start --host $(HOST) --port $(MLFLOW_PORT) $(if $(filter 1,$(AUTH)),--auth) $(if $(filter 1,$(ALLOW_REMOTE)),--allow-remote)
+	$(BIN)/python -m pipelines.server start --host $(HOST) --port $(MLFLOW_PORT) $(if $(filter 1,$(AUTH)),--auth) $(if $(filter 1,$(ALLOW_REMOTE)),--allow-remote) $(if $(ALLOWED_HOSTS),--allowed-hosts $(ALLOWED_HOSTS))
 
 server-stop: venv ## stop the tracking server and its PostgreSQL
 	$(BIN)/python -m pipelines.server stop

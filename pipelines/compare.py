@@ -54,7 +54,8 @@ METRICS = ("train_seconds", "seconds_per_epoch", "train_examples_per_second", "p
            *(f"tflite_{variant}_latency_ms" for variant in config.VARIANTS))
 # ratio column: its metric, as this machine's value over the reference machine's
 RATIOS = {"train_ratio": "train_seconds", "throughput_ratio": "train_examples_per_second",
-          "tflite_float32_ratio": "tflite_float32_latency_ms", "keras_ratio": "keras_latency_ms"}
+          **{f"tflite_{variant}_ratio": f"tflite_{variant}_latency_ms" for variant in config.VARIANTS},
+          "keras_ratio": "keras_latency_ms"}
 PAGE = 1000
 
 
@@ -181,7 +182,10 @@ def compare(source: pd.DataFrame | mlflow.MlflowClient, reference: str | None = 
                                        **{column: candidates[metric] / base[metric]
                                           for column, metric in RATIOS.items()})
         side.append(rows.sort_values(["reference", "host", "machine_id"], ascending=[False, True, True]))
-        apart += [{**run, "reason": _reason(run, base)} for _, run in candidates[~same].iterrows()]
+        # of the others, each machine's latest run, unless it has a comparable one (older commits are history)
+        others = candidates[~same & ~candidates["machine_id"].isin(candidates[same]["machine_id"])]
+        others = others.sort_values(["start_time", "run_id"]).drop_duplicates("machine_id", keep="last")
+        apart += [{**run, "reason": _reason(run, base)} for _, run in others.iterrows()]
     side_by_side = pd.concat(side).sort_values(["task", "experiment"], kind="stable")   # the reference has runs
     not_comparable = pd.DataFrame(apart, columns=[*latest.columns, "reason"])
     machines = (frame.assign(runs=frame.groupby("machine_id")["run_id"].transform("size"))
@@ -225,6 +229,7 @@ def markdown(comparison: Comparison) -> str:
             "train s": group["train_seconds"].map(_fmt("{:.1f}")), "train ×": group["train_ratio"].map(_fmt("{:.2f}×")),
             "examples/s ×": group["throughput_ratio"].map(_fmt("{:.2f}×")),
             "tflite float32 ms ×": group["tflite_float32_ratio"].map(_fmt("{:.2f}×")),
+            "tflite int8 ms ×": group["tflite_int8_ratio"].map(_fmt("{:.2f}×")),
             "keras ms ×": group["keras_ratio"].map(_fmt("{:.2f}×")), "runs": group["runs"]})
         lines += [f"## {task}", "", f"{metric}: {better} is better.", "",
                   table.to_markdown(index=False, disable_numparse=True), ""]

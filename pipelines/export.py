@@ -77,9 +77,13 @@ def export(name: str, params: config.Params) -> dict[str, float]:
             runtime.write_json(out / "tflite" / "generation.json", task.edge_spec(splits.vocabulary, x_test))
         runtime.write_json(out / "metrics.json", metrics)
         runtime.write_json(out / paths.TIMINGS, timings)
-        with stage.mlflow_run(context, "export"):
+        with stage.mlflow_run(context, "export") as run:
             mlflow.log_metrics({**metrics, **timings})
             mlflow.log_artifacts(str(out / "tflite"), "tflite")
+            for logged in mlflow.search_logged_models(output_format="list", experiment_ids=[run.info.experiment_id],
+                                                      filter_string=f"source_run_id = '{run.info.run_id}'"):
+                # the registered model (the report's champion) carries its TFLite files
+                mlflow.MlflowClient().log_model_artifacts(logged.model_id, str(out / "tflite"), "tflite")
     return {**metrics, **timings}
 
 

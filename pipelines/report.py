@@ -224,11 +224,13 @@ MACHINE_FIELDS = ("machine_id", "hardware_id", "host", "cpu", "cpu_model_id", "c
 def machines(params: config.Params) -> dict:
     """Which machine trained each experiment (its train stage's `machine.json`): committed
     with the results, so a clone knows where the committed figures come from."""
+    kept = paths.REPORT / "machines.json"   # what a pulled or restored model was trained on
+    before = json.loads(kept.read_text()) if kept.exists() else {}
     doc = {}
     for name in params.experiments:
-        path = paths.train_dir(name) / paths.MACHINE
+        path = paths.train_dir(name) / paths.MACHINE   # outside DVC: absent after a pull or a cache restore
         found = json.loads(path.read_text()) if path.exists() else {}
-        doc[name] = {k: found[k] for k in MACHINE_FIELDS if k in found} or {"machine_id": "unknown"}
+        doc[name] = {k: found[k] for k in MACHINE_FIELDS if k in found} or before.get(name) or {"machine_id": "unknown"}
     return doc
 
 
@@ -243,9 +245,10 @@ def registered_name(task: str) -> str:
 
 def register_champions(frame: pd.DataFrame) -> dict[str, str]:
     """Register each task's best experiment (the leaderboard's first row) in the MLflow model
-    registry under the alias `champion`: its logged Keras model, tagged with its headline
-    metric and where its TFLite files are (`runs:/<run>/tflite`). A champion already
-    registered from the same model keeps its version. Returns task → experiment."""
+    registry under the alias `champion`: its logged Keras model (with its TFLite files, which
+    the export stage adds to it), tagged with its headline metric and its run's TFLite folder.
+    The alias moves only to a better model (on a shared server, another machine's report may
+    have registered a better one); the same model keeps its version. Returns task → experiment."""
     client = mlflow.MlflowClient()
     champions = {}
     for task, group in frame.groupby("task", sort=True):
@@ -265,7 +268,10 @@ def register_champions(frame: pd.DataFrame) -> dict[str, str]:
             current = client.get_model_version_by_alias(name, CHAMPION)
         except mlflow.exceptions.MlflowException:
             current = None
-        if current is None or (current.model_id or current.source) not in (found[0].model_id, found[0].model_uri):
+        same = current is not None and (current.model_id or current.source) in (found[0].model_id,
+                                                                                found[0].model_uri)
+        better = current is None or _better(best, current.tags.get(best["metric"]))
+        if not same and better:
             version = mlflow.register_model(found[0].model_uri, name)
             tags = {"archlab_experiment": best["experiment"], "architecture": best["architecture"],
                     best["metric"]: f"{best['headline']:.6g}", "tflite": f"runs:/{run['run_id']}/tflite"}
@@ -274,6 +280,12 @@ def register_champions(frame: pd.DataFrame) -> dict[str, str]:
             client.set_registered_model_alias(name, CHAMPION, version.version)
         champions[task] = best["experiment"]
     return champions
+
+
+def _better(row, champion: str | None) -> bool:
+    if champion is None:
+        return True
+    return row["headline"] > float(champion) if row["higher_is_better"] else row["headline"] < float(champion)
 
 
 def machines_section() -> str:

@@ -34,8 +34,10 @@ default password. MLflow creates the admin on the first `--auth` start and keeps
 afterwards (change it with MLflow's update-password API): `start` checks that the server accepts
 the given credentials and otherwise stops it again. Other users get READ by default.
 
-The server is bound to 127.0.0.1; a host outside loopback needs `--allow-remote` (then set up
-MLflow's `--allowed-hosts` yourself, and use `--auth`).
+The server is bound to 127.0.0.1; a host outside loopback needs `--allow-remote` (and should
+use `--auth`). MLflow answers 403 to a Host header other than localhost or a private address
+unless the name is in `--allowed-hosts` (e.g. `tracking.example.org,tracking.example.org:5000`):
+a team that reaches the server by name passes it there.
 """
 
 from __future__ import annotations
@@ -458,7 +460,8 @@ def _wait_until_up(process: subprocess.Popen, base: str, layout: Layout) -> None
 
 
 def start(root: Path = DEFAULT_ROOT, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
-          credentials: tuple[str, str] | None = None, allow_remote: bool = False, workers: int = 2) -> str:
+          credentials: tuple[str, str] | None = None, allow_remote: bool = False, workers: int = 2,
+          allowed_hosts: str | None = None) -> str:
     """Start PostgreSQL and the MLflow server under `root` (basic-auth with `credentials`);
     returns the tracking URI."""
     check_host(host, allow_remote)
@@ -483,6 +486,8 @@ def start(root: Path = DEFAULT_ROOT, *, host: str = "127.0.0.1", port: int = DEF
            "--host", host, "--port", str(port), "--workers", str(workers)]
     if credentials:
         cmd += ["--app-name", "basic-auth"]
+    if allowed_hosts:
+        cmd += ["--allowed-hosts", allowed_hosts]
     base = f"http://{client_host(host)}:{port}"
     with open(layout.log, "ab") as server_log:
         process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=server_log, stderr=subprocess.STDOUT,
@@ -543,6 +548,8 @@ def _cli(argv: list[str] | None) -> None:
                        help="basic-auth; admin from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
     begin.add_argument("--allow-remote", action="store_true", help="allow a --host outside loopback")
     begin.add_argument("--workers", type=int, default=2, help="server worker processes (default: 2)")
+    begin.add_argument("--allowed-hosts", help="Host header values MLflow accepts besides localhost and private "
+                                               "addresses, comma-separated (the name clients use)")
     for name, text in (("stop", "stop the MLflow server and PostgreSQL"), ("status", "print the tracking URI if up")):
         commands.add_parser(name, help=text)
     for sub in commands.choices.values():
@@ -552,7 +559,7 @@ def _cli(argv: list[str] | None) -> None:
         check_host(args.host, args.allow_remote)
         credentials = credentials_from_env() if args.auth else None
         print(start(args.root, host=args.host, port=args.port, credentials=credentials,
-                    allow_remote=args.allow_remote, workers=args.workers))
+                    allow_remote=args.allow_remote, workers=args.workers, allowed_hosts=args.allowed_hosts))
     elif args.command == "stop":
         stop(args.root)
     else:

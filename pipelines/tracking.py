@@ -11,6 +11,7 @@ to the same run.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import mlflow
@@ -29,7 +31,7 @@ from pipelines import config, paths
 
 log = logging.getLogger("archlab.tracking")
 RUN_FILE = "run.json"
-SYSTEM_METRICS_SECONDS = 2   # MLflow's system-metrics sampling (its default, 10 s, misses short stages)
+SYSTEM_METRICS_SECONDS = 5   # MLflow's system-metrics sampling (its default, 10 s, misses short stages)
 
 
 def store_dir() -> Path:
@@ -239,23 +241,35 @@ def _short_hash(values: dict) -> str:
 def dataset_hash(dataset: str, root: Path = paths.ROOT) -> str:
     """The md5 DVC recorded for the prepared dataset (`outputs/tfds/<dataset>` in dvc.lock),
     else the raw data's (data.dvc)."""
-    try:
-        lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
-        for stage_name, stage_lock in lock.get("stages", {}).items():
-            if stage_name.partition("@")[2] == dataset:
-                for out in stage_lock.get("outs", []):
-                    if out.get("path") == f"outputs/tfds/{dataset}":
-                        return str(out["md5"]).removesuffix(".dir")
-    except (OSError, AttributeError, KeyError, yaml.YAMLError):
-        pass
+    path = root / "dvc.lock"
+    for _ in range(10 if path.exists() else 0):   # another lane's DVC may be rewriting it in place
+        try:
+            lock = _lock(path, path.stat().st_mtime_ns)
+            for stage_name, stage_lock in lock.get("stages", {}).items():
+                if stage_name.partition("@")[2] == dataset:
+                    for out in stage_lock.get("outs", []):
+                        if out.get("path") == f"outputs/tfds/{dataset}":
+                            return str(out["md5"]).removesuffix(".dir")
+            if lock.get("stages"):
+                break   # a whole file without the dataset's stage
+        except (OSError, AttributeError, KeyError, yaml.YAMLError):
+            pass
+        time.sleep(0.3)
     return data_hash()
+
+
+@functools.lru_cache(maxsize=4)
+def _lock(path: Path, mtime_ns: int) -> dict:
+    """dvc.lock, parsed once per version (LibYAML: the pure-Python parser takes 0.8 s on it)."""
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
 
 
 def run_tags(experiment: str, architecture: str, dataset: str, task: str, stage: str,
              params: dict | None = None) -> dict[str, str]:
     """The machine's fingerprint and what a run is of: experiment, commit, data, params."""
     commit = _git("rev-parse", "HEAD") or "unknown"
-    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    # a run rewrites dvc.lock and the results files kept in git: not the code's dirtiness
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock", ":!outputs"))
     tags = {
         "archlab_experiment": experiment,
         "architecture": architecture,

@@ -82,8 +82,8 @@ def fit(context: stage.Context) -> dict[str, float]:
             mlflow.log_params(tracking.flat_params(exp))
             mlflow.log_params({"num_parameters": model.count_params(), "train_examples": train_examples})
             mlflow.set_tags(tracking.training_tags(model))
-            tracking.log_dataset(exp.dataset, {"train": train_examples, "validation": _count(splits.validation),
-                                               "test": _count(splits.test)})
+            tracking.log_dataset(exp.dataset, {"train": train_examples, "validation": _known(splits.validation),
+                                               "test": _known(splits.test)})
             started = time.perf_counter()
             if arch.fit is not None:  # closed-form parts first (reservoir computing: ridge readout)
                 inputs, targets = task.arrays(train_split)
@@ -134,6 +134,12 @@ def fit(context: stage.Context) -> dict[str, float]:
 def _count(split) -> int:
     n = int(split.cardinality())
     return n if n >= 0 else sum(1 for _ in split)
+
+
+def _known(split) -> int | str:
+    """A split's size where tf.data knows it (not counted: that would read the split)."""
+    n = int(split.cardinality())
+    return n if n >= 0 else "unknown"
 
 
 def _peak_memory_mb() -> float:

@@ -79,6 +79,8 @@ def test_two_machines_log_at_once_an_offline_one_syncs_and_compare_lays_them_sid
     experiment = client.get_experiment_by_name("image_classification/digits")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.data.tags["host"] for r in runs) == ["alpha", "beta"]   # none lost, each its own
+    (a, b) = sorted(runs, key=lambda r: r.data.tags["host"])
+    assert a.info.start_time < b.info.end_time and b.info.start_time < a.info.end_time   # they overlapped
     assert len({r.data.tags["machine_id"] for r in runs}) == 2
     assert len({r.data.tags["hardware_id"] for r in runs}) == 1           # one machine underneath
     for run in runs:   # every stage's figures reached the run
@@ -98,7 +100,11 @@ def test_two_machines_log_at_once_an_offline_one_syncs_and_compare_lays_them_sid
     assert sorted(r.data.tags["host"] for r in runs) == ["alpha", "beta", "gamma"]
 
     out = tmp_path / "compare"
-    compare.main(["--tracking-uri", server.uri, "--reference", "alpha", "--out", str(out)])
+    before = mlflow.get_tracking_uri()
+    try:
+        compare.main(["--tracking-uri", server.uri, "--reference", "alpha", "--out", str(out)])
+    finally:   # --tracking-uri sets the process's MLflow URI: the server stops after this module
+        mlflow.set_tracking_uri(before)
     page = (out / "machines.md").read_text()
     side = page.split("## Not comparable")[0]
     assert "alpha" in side and "beta" in side and "gamma" not in side

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pipelines import numerics
+
+pytestmark = pytest.mark.slow   # three TensorFlow processes
 
 
 def test_same_setting_same_weights_and_the_kernel_isa_changes_them():

@@ -263,6 +263,8 @@ def test_mlflow_run_read_back(trained):
             "tflite/int8.tflite", "tflite/dynamic_range.tflite", "tflite/float16.tflite"} <= artifacts
     (logged,) = mlflow.search_logged_models(experiment_ids=[experiment.experiment_id], output_format="list")
     assert logged.source_run_id == run.info.run_id
+    carried = {f.path for f in client.list_logged_model_artifacts(logged.model_id, "tflite")}
+    assert {"tflite/float32.tflite", "tflite/int8.tflite", "tflite/labels.txt"} <= carried   # the registry's copy
     loaded = mlflow.keras.load_model(logged.model_uri)
     assert loaded.output_shape == (None, 10)
     assert mlflow.models.get_model_info(logged.model_uri).signature is not None

@@ -17,7 +17,9 @@ def test_cpu_fingerprint_reads_this_machine():
     tags = tracking.fingerprint()
     flags = open("/proc/cpuinfo").read().split("flags", 1)[1].splitlines()[0].split()
     assert tags["cpu_isa"].split(",") == [f for f in tracking.NUMERIC_ISA if f in flags]
-    assert tags["gpu"] == "none" and tags["gpu_count"] == "0" and tags["host"] and tags["cpu"]
+    gpus = tracking._gpus()   # nvidia-smi's cards, none on a CPU machine
+    assert tags["gpu"] == (", ".join(g["name"] for g in gpus) or "none") and tags["gpu_count"] == str(len(gpus))
+    assert tags["host"] and tags["cpu"] and tags["cpu_caches"]
     assert float(tags["memory_gb"]) > 0.5 and tags["cpu_model_id"].startswith("family ")
     assert tags["onednn"] in ("on", "off") and tags["keras_backend"] == "tensorflow"
     assert tracking.fingerprint() == tags   # stable within a process

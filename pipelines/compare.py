@@ -182,10 +182,7 @@ def compare(source: pd.DataFrame | mlflow.MlflowClient, reference: str | None = 
                                        **{column: candidates[metric] / base[metric]
                                           for column, metric in RATIOS.items()})
         side.append(rows.sort_values(["reference", "host", "machine_id"], ascending=[False, True, True]))
-        # of the others, each machine's latest run, unless it has a comparable one (older commits are history)
-        others = candidates[~same & ~candidates["machine_id"].isin(candidates[same]["machine_id"])]
-        others = others.sort_values(["start_time", "run_id"]).drop_duplicates("machine_id", keep="last")
-        apart += [{**run, "reason": _reason(run, base)} for _, run in others.iterrows()]
+        apart += [{**run, "reason": _reason(run, base)} for _, run in candidates[~same].iterrows()]
     side_by_side = pd.concat(side).sort_values(["task", "experiment"], kind="stable")   # the reference has runs
     not_comparable = pd.DataFrame(apart, columns=[*latest.columns, "reason"])
     machines = (frame.assign(runs=frame.groupby("machine_id")["run_id"].transform("size"))

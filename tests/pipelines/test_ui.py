@@ -22,15 +22,10 @@ from pathlib import Path
 import pytest
 
 from pipelines import evaluate, export, tracking, train
+from pipelines.server import free_port
 
 pytestmark = pytest.mark.ui
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -44,7 +39,7 @@ def ui(workspace, params):
         train.train(name, params)
         evaluate.evaluate(name, params)
         export.export(name, params)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri",
                                tracking.tracking_uri(), "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

@@ -7,16 +7,17 @@ busy for much of their time: importing TensorFlow, a small model's sequential st
 TFLite conversion. The experiments do not depend on one another, so this runs them as lanes:
 
 0. `python -m pipelines.dag`: dvc.yaml from params.yaml (a new experiment gets its stages).
-1. `dvc repro` of the dataset stages (`prepare@`, `generate@`, `download@<dataset>`): the
-   inputs the lanes read.
-2. The lanes, `--jobs` at a time, each one `dvc --wait-for-lock repro --single-item ...`:
-   an experiment's check, train, evaluate and export stages, the long-term dependency study
-   (check_study, study_data, study) and the one-class anomaly sweep (check_anomaly, anomaly).
+1. The lanes, `--jobs` at a time, each one `dvc --wait-for-lock repro --single-item ...`:
+   the long-term dependency study (check_study, study_data, study), each dataset's stage
+   (`prepare@`, `generate@` or `download@<dataset>`), the one-class anomaly sweep
+   (check_anomaly, anomaly) and each experiment's check, train, evaluate and export stages.
+   A lane starts once the dataset stage it reads has finished; the study makes its own data,
+   so the datasets are prepared while it runs.
    `--single-item` keeps a lane to its own stages, so it never takes a write lock on another
    lane's files; DVC's repo lock, which `--wait-for-lock` waits for, guards `dvc.lock` and the cache between stages.
    Only lanes with a stage that `dvc status` reports as changed are started.
-3. `dvc repro`: the stages no lane ran (the report), and the check that nothing is left.
-4. The closing lines (`pipelines.results`): which experiments' results differ from the
+2. `dvc repro`: the stages no lane ran (the report), and the check that nothing is left.
+3. The closing lines (`pipelines.results`): which experiments' results differ from the
    committed ones, by how much, and which machines made each.
 
 Every stage's outputs are the same as with a plain `dvc repro` (each run is seeded and
@@ -47,6 +48,7 @@ DVC = [sys.executable, "-m", "dvc"]
 class Lane:
     name: str
     stages: tuple[str, ...]
+    needs: tuple[str, ...] = ()   # the dataset stages whose outputs it reads
 
     @property
     def log(self) -> str:
@@ -54,11 +56,20 @@ class Lane:
 
 
 def lanes(params: config.Params) -> list[Lane]:
-    """The sweeps first (the longest lanes), then one lane per experiment in params order."""
-    sweeps = [Lane("study", ("check_study", "study_data", "study"))] if params.study else []
-    sweeps += [Lane("anomaly", ("check_anomaly", "anomaly"))] if params.anomaly else []
-    return [*sweeps, *(Lane(key, tuple(f"{step}@{key}" for step in ("check", "train", "evaluate", "export")))
-                       for key in params.experiments)]
+    """The study (the longest lane, which makes its own data), each dataset's stage, the
+    anomaly sweep, then one lane per experiment in params order."""
+    made_by = {name: stage for stage in dataset_stages(params) for name in [stage.partition("@")[2]]}
+    study = [Lane("study", ("check_study", "study_data", "study"))] if params.study else []
+    datasets = [Lane(stage, (stage,)) for stage in made_by.values()]
+    anomaly = [Lane("anomaly", ("check_anomaly", "anomaly"), _needs(made_by, params.anomaly.dataset))
+               ] if params.anomaly else []
+    return [*study, *datasets, *anomaly,
+            *(Lane(key, tuple(f"{step}@{key}" for step in ("check", "train", "evaluate", "export")),
+                   _needs(made_by, exp.dataset)) for key, exp in params.experiments.items())]
+
+
+def _needs(made_by: dict[str, str], dataset: str) -> tuple[str, ...]:
+    return (made_by[dataset],) if dataset in made_by else ()
 
 
 def dataset_stages(params: config.Params) -> list[str]:
@@ -103,9 +114,11 @@ def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
     params = config.load(root / "params.yaml", deep=True)   # bad params: one line, before any stage
     every = lanes(params)
     _write_dag(root)
-    _step(root, "repro", *dataset_stages(params))
+    if jobs == 0:
+        _step(root, "repro", *dataset_stages(params))
     stale = changed(root) if jobs > 0 else set()
     queue = [lane for lane in every if stale & set(lane.stages)]
+    pending = {stage for lane in queue for stage in lane.stages}   # stages not yet run
     logs = root / "outputs" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     failed: list[Lane] = []
@@ -113,8 +126,11 @@ def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
     with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool, \
             tqdm(total=len(queue), desc=f"lanes, {jobs} at a time", unit="lane") as progress:
         while queue or running:
-            while queue and len(running) < jobs and not failed:
-                lane = queue.pop(0)
+            while len(running) < jobs and not failed:
+                lane = next((lane for lane in queue if not pending & set(lane.needs)), None)
+                if lane is None:   # each one left waits for a dataset a running lane writes
+                    break
+                queue.remove(lane)
                 running[pool.submit(_lane, root, lane, logs / lane.log)] = (lane, time.monotonic())
             if not running:
                 break
@@ -128,6 +144,8 @@ def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
                 progress.update()
                 if code != 0:
                     failed.append(lane)
+                else:
+                    pending -= set(lane.stages)
     if failed:
         for lane in failed:
             log = logs / lane.log

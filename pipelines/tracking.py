@@ -32,6 +32,7 @@ from pipelines import config, paths
 log = logging.getLogger("archlab.tracking")
 RUN_FILE = "run.json"
 SYSTEM_METRICS_SECONDS = 5   # MLflow's system-metrics sampling (its default, 10 s, misses short stages)
+DATASET_LOG_ATTEMPTS = 3   # tries at logging a dataset input two machines may be logging at once
 
 
 def store_dir() -> Path:
@@ -307,7 +308,24 @@ def log_dataset(dataset: str, splits: dict[str, int]) -> None:
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(str(paths.tfds_dir(dataset)))
     data = MetaDataset(source, name=dataset, digest=dataset_hash(dataset)[:8])
-    mlflow.log_input(data, context="training", tags={f"{split}_examples": str(n) for split, n in splits.items()})
+    tags = {f"{split}_examples": str(n) for split, n in splits.items()}
+    for attempt in range(DATASET_LOG_ATTEMPTS):
+        try:
+            mlflow.log_input(data, context="training", tags=tags)
+            return
+        except mlflow.exceptions.MlflowException as error:
+            # the store looks the dataset up, then inserts it: two machines logging the same
+            # new dataset at once both insert, and one loses on the unique key. Its next try
+            # finds the other's row and only links its run to it.
+            if attempt + 1 == DATASET_LOG_ATTEMPTS or not _duplicate_key(error):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _duplicate_key(error: Exception) -> bool:
+    """A store's unique-key violation: PostgreSQL's, MySQL's or SQLite's wording."""
+    text = str(error)
+    return any(words in text for words in ("duplicate key", "Duplicate entry", "UNIQUE constraint failed"))
 
 
 def start(run_dir: Path, *, mlflow_experiment: str, run_name: str, tags: dict[str, str],

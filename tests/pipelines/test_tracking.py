@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import mlflow
+import pytest
 
 from pipelines import tracking
 
@@ -73,3 +74,53 @@ def test_dataset_hash_is_the_prepared_folders_then_the_raw_datas(tmp_path):
         "    outs:\n    - path: outputs/tfds/digits\n      hash: md5\n      md5: 0123abcd.dir\n")
     assert tracking.dataset_hash("digits", tmp_path) == "0123abcd"
     assert tracking.dataset_hash("fashion_mnist", tmp_path) == tracking.data_hash()
+
+
+def test_a_dataset_two_machines_log_at_once_links_both_runs(tmp_path, monkeypatch):
+    # the store looks a dataset up and then inserts it: when another machine inserts it in
+    # between, the insert fails on the unique key (PostgreSQL's words below) and the retry links
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setattr(tracking.paths, "tfds_dir", lambda dataset: tmp_path / dataset)
+    monkeypatch.setattr(tracking, "dataset_hash", lambda dataset: "e069a1a5ffff")
+    experiment = tracking.experiment_id("image_classification/digits")
+    rival = mlflow.MlflowClient().create_run(experiment).info.run_id
+    real_log_input, calls = mlflow.log_input, []
+
+    def racing_log_input(data, **kwargs):
+        calls.append(data.name)
+        if len(calls) == 1:
+            real_log_input_for(rival, data, **kwargs)
+            raise mlflow.exceptions.RestException({
+                "error_code": "BAD_REQUEST", "message": "(psycopg2.errors.UniqueViolation) duplicate key "
+                'value violates unique constraint "dataset_pk"'})
+        real_log_input(data, **kwargs)
+
+    def real_log_input_for(run_id, data, **kwargs):
+        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+            real_log_input(data, **kwargs)
+
+    monkeypatch.setattr(tracking.mlflow, "log_input", racing_log_input)
+    with mlflow.start_run(experiment_id=experiment) as run:
+        tracking.log_dataset("digits", {"train": 1437, "test": 360})
+    assert calls == ["digits", "digits"]
+    for run_id in (run.info.run_id, rival):
+        inputs = mlflow.get_run(run_id).inputs.dataset_inputs
+        assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("digits", "e069a1a5")]
+    tags = {t.key: t.value for t in mlflow.get_run(run.info.run_id).inputs.dataset_inputs[0].tags}
+    assert tags["train_examples"] == "1437" and tags["mlflow.data.context"] == "training"
+
+
+def test_other_store_errors_are_not_retried(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setattr(tracking.paths, "tfds_dir", lambda dataset: tmp_path / dataset)
+    monkeypatch.setattr(tracking, "dataset_hash", lambda dataset: "e069a1a5ffff")
+    calls = []
+
+    def failing_log_input(data, **kwargs):
+        calls.append(data.name)
+        raise mlflow.exceptions.MlflowException("RESOURCE_DOES_NOT_EXIST: run not found")
+
+    monkeypatch.setattr(tracking.mlflow, "log_input", failing_log_input)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="run not found"):
+        tracking.log_dataset("digits", {"train": 1437})
+    assert calls == ["digits"]

@@ -1,6 +1,6 @@
 """`make run`: the whole pipeline with `dvc repro`, independent chains of stages side by side.
 
-    python -m pipelines.repro [--jobs 2]
+    python -m pipelines.repro [--jobs 3]
 
 DVC runs one stage at a time, and most of archlab's stages keep one core of a small machine
 busy for much of their time: importing TensorFlow, a small model's sequential steps, a
@@ -110,7 +110,7 @@ def _lane(root: Path, lane: Lane, log: Path) -> int:
                               stdout=out, stderr=subprocess.STDOUT, check=False).returncode
 
 
-def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
+def run(jobs: int = 3, root: Path = paths.ROOT) -> None:
     params = config.load(root / "params.yaml", deep=True)   # bad params: one line, before any stage
     every = lanes(params)
     _write_dag(root)
@@ -161,7 +161,7 @@ def run(jobs: int = 2, root: Path = paths.ROOT) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="dvc repro, with independent lanes of stages side by side.")
-    parser.add_argument("--jobs", type=int, default=2, help="lanes at a time (default 2; 0: a plain dvc repro)")
+    parser.add_argument("--jobs", type=int, default=3, help="lanes at a time (default 3; 0: a plain dvc repro)")
     args = parser.parse_args(argv)
     if args.jobs < 0:
         parser.error("--jobs must be 0 or more")

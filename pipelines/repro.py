@@ -58,7 +58,7 @@ class Lane:
 def lanes(params: config.Params) -> list[Lane]:
     """The study (the longest lane, which makes its own data), each dataset's stage, the
     anomaly sweep, then one lane per experiment in params order."""
-    made_by = {name: stage for stage in dataset_stages(params) for name in [stage.partition("@")[2]]}
+    made_by = {stage.partition("@")[2]: stage for stage in dataset_stages(params)}   # dataset -> its stage
     study = [Lane("study", ("check_study", "study_data", "study"))] if params.study else []
     datasets = [Lane(stage, (stage,)) for stage in made_by.values()]
     anomaly = [Lane("anomaly", ("check_anomaly", "anomaly"), _needs(made_by, params.anomaly.dataset))

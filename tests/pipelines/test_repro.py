@@ -75,7 +75,7 @@ def test_only_lanes_with_a_changed_stage_run_then_the_rest_of_the_pipeline(fake_
 
 
 def test_a_lane_waits_for_its_dataset_and_an_up_to_date_dataset_holds_nothing_back(fake_dvc, monkeypatch):
-    root, calls = fake_dvc
+    root, _ = fake_dvc
     monkeypatch.setenv("FAKE_DVC_SLOW", "prepare@digits,check@mlp,check@cnn")
 
     def spans() -> dict[str, tuple[float, float]]:

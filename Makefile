@@ -5,9 +5,11 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
-# The installer: uv puts the pinned set into .venv in about 25 s where pip takes 90 s;
-# --compile-bytecode as pip does, or every stage recompiles TensorFlow (PYTHONDONTWRITEBYTECODE).
-UV := uv==0.13.9
+# TensorFlow's build (pipelines/venv.py): GPU=auto takes tensorflow[and-cuda]
+# (requirements-cuda.lock) where nvidia-smi lists an NVIDIA GPU, else tensorflow-cpu
+# (requirements.lock); GPU=1 insists on CUDA and stops at once where no GPU answers; GPU=0
+# takes the CPU build anywhere. Another build replaces .venv: never both in one environment.
+GPU ?= auto
 # Stages run `python -m pipelines...` from dvc.yaml: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -15,18 +17,16 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export MLFLOW_DISABLE_TELEMETRY ?= true
 MLFLOW_PORT ?= 5000
 
-.PHONY: help venv data dag run test test-fast test-ui lint ui server server-stop sync compare push pull bench numerics clean
+.PHONY: help venv lock data dag run test test-fast test-ui lint ui server server-stop sync compare push pull bench numerics clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml requirements.lock
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(UV)
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -c requirements.lock -e ".[test,bench]"
-	touch $@
+venv: ## create .venv with the pinned dependencies and the TensorFlow build for this machine (GPU=auto|1|0)
+	@$(PYTHON) -m pipelines.venv --gpu $(GPU)
 
-venv: $(VENV)/.installed ## create .venv with the pinned dependencies
+lock: venv ## re-resolve requirements.lock and requirements-cuda.lock from pyproject.toml (needs PyPI)
+	$(BIN)/python -m pipelines.venv --lock
 
 data: venv ## fetch the embedded raw datasets into data/ (versioned by data.dvc)
 	$(BIN)/python -m pipelines.fetch

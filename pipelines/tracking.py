@@ -377,9 +377,22 @@ def log_keras_model(model, input_example) -> None:
     try:
         mlflow.keras.log_model(
             model, name="model", input_example=input_example, signature=signature,
-            pip_requirements=[f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"])
+            pip_requirements=[tensorflow_requirement(tf.__version__), f"keras=={keras.__version__}"])
     finally:
         mlflow.keras.save._save_example = original
+
+
+def tensorflow_requirement(version: str) -> str:
+    """The TensorFlow build installed here as a requirement: `tensorflow-cpu==v`, or
+    `tensorflow[and-cuda]==v` where the CUDA wheels came with it (`make venv` on a GPU machine)."""
+    from importlib import metadata
+
+    providers = metadata.packages_distributions().get("tensorflow", [])
+    if any(name.replace("_", "-").lower() == "tensorflow-cpu" for name in providers):
+        return f"tensorflow-cpu=={version}"
+    installed = {(d.metadata["Name"] or "").lower() for d in metadata.distributions()}
+    cuda = any(name.startswith("nvidia-cudnn") for name in installed)
+    return f"tensorflow[and-cuda]=={version}" if cuda else f"tensorflow=={version}"
 
 
 def flat_params(exp) -> dict[str, object]:

@@ -44,11 +44,10 @@ from typing import Literal
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers
 from pydantic import Field
 
-from models.registry import Head, Hyperparameters, register
+from models.registry import OUTPUT_DTYPE, Head, Hyperparameters, register
 
 RECONSTRUCTION = ("reconstruction",)
 
@@ -131,7 +130,7 @@ def _dense_halves(shape, head: Head, code_size: int, hidden: list[int], activati
     h = z
     for i, units in enumerate(reversed(hidden)):
         h = layers.Dense(units, activation=activation, name=f"decode_{i}")(h)
-    out = layers.Dense(head.units, activation=head.activation, name="pixels")(h)
+    out = head.layer("pixels")(h)
     decoder = keras.Model(z, layers.Reshape(shape, name="reconstruction")(out), name="decoder")
     return encoder, decoder
 
@@ -149,7 +148,7 @@ def build_vanilla(inputs: keras.KerasTensor, head: Head, params: VanillaParams) 
     encoder = keras.Model(x, layers.Dense(params.code_size, activation=params.activation, name="code")(
         layers.Flatten(name="flatten")(x)), name="encoder")
     z = keras.Input((params.code_size,), batch_size=inputs.shape[0], name="code")
-    pixels = layers.Dense(head.units, activation=head.activation, name="pixels")(z)
+    pixels = head.layer("pixels")(z)
     decoder = keras.Model(z, layers.Reshape(shape, name="reconstruction")(pixels), name="decoder")
     return _assemble(inputs, encoder, decoder, "autoencoder")
 
@@ -190,7 +189,8 @@ def build_conv(inputs: keras.KerasTensor, head: Head, params: ConvParams) -> ker
     for i, filters in enumerate(reversed(params.filters)):
         h = layers.Conv2DTranspose(filters, params.kernel_size, strides=2, padding="same",
                                    activation=params.activation, name=f"deconv_{i}")(h)
-    h = layers.Conv2D(shape[-1], params.kernel_size, padding="same", activation=head.activation, name="pixels")(h)
+    h = layers.Conv2D(shape[-1], params.kernel_size, padding="same", activation=head.activation,
+                      dtype=OUTPUT_DTYPE, name="pixels")(h)
     if tuple(h.shape[1:]) != shape:   # sides that are not a multiple of 2^len(filters)
         h = layers.Resizing(shape[0], shape[1], name="resize")(h)
     decoder = keras.Model(z, h, name="decoder")
@@ -227,9 +227,11 @@ class VariationalAutoencoder(keras.Model):
         return [self.loss_tracker, self.reconstruction_tracker, self.kl_tracker]
 
     def negative_elbo(self, x, training: bool):
-        """(−ELBO, reconstruction term, KL term), each the mean over the batch."""
+        """(−ELBO, reconstruction term, KL term), each the mean over the batch, in float32
+        (the code and the pixels are float32 layers under a mixed policy too)."""
         mean, log_var = self.encoder(x, training=training)
         reconstruction = self.decoder(self.sample_code(mean, log_var), training=training)
+        x = keras.ops.cast(x, "float32")
         flat_x = keras.ops.reshape(x, (keras.ops.shape(x)[0], -1))
         flat_r = keras.ops.reshape(reconstruction, (keras.ops.shape(x)[0], -1))
         bce = keras.ops.sum(keras.ops.binary_crossentropy(flat_x, flat_r), axis=-1)
@@ -243,17 +245,63 @@ class VariationalAutoencoder(keras.Model):
         self.kl_tracker.update_state(kl)
         return {m.name: m.result() for m in self.metrics}
 
-    def train_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
+    # One train and test step per backend, as Keras's guides to customising `fit` write them:
+    # TensorFlow's updates the variables in place, JAX's is a pure function of the state Keras
+    # hands it and returns the new state.
+    def train_step(self, *args):
+        return getattr(self, f"_{keras.backend.backend()}_train_step")(*args)
+
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            return self._jax_test_step(*args)
+        return self._track(*self.negative_elbo(_images(args[0]), training=False))
+
+    def _tensorflow_train_step(self, data):
+        import tensorflow as tf
+
         with tf.GradientTape() as tape:
-            loss, bce, kl = self.negative_elbo(x, training=True)
-        gradients = tape.gradient(loss, self.trainable_weights)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_weights))
+            loss, bce, kl = self.negative_elbo(_images(data), training=True)
+            scaled = self.optimizer.scale_loss(loss)
+        self.optimizer.apply(tape.gradient(scaled, self.trainable_weights), self.trainable_weights)
         return self._track(loss, bce, kl)
 
-    def test_step(self, data):
-        x = data[0] if isinstance(data, tuple) else data
-        return self._track(*self.negative_elbo(x, training=False))
+    def _stateless_elbo(self, trainable, fixed, x, training: bool):
+        """negative_elbo on the given variable values: (−ELBO, (bce, kl, new non-trainable
+        values)), the seed generator's state among the latter."""
+        mapping = [*zip(self.trainable_variables, trainable), *zip(self.non_trainable_variables, fixed)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            loss, bce, kl = self.negative_elbo(x, training=training)
+        return loss, (bce, kl, [scope.get_current_value(v) for v in self.non_trainable_variables])
+
+    def _jax_train_step(self, state, data):
+        import jax
+
+        trainable, fixed, optimizer_vars, metric_vars = state
+        x = _images(data)
+
+        def scaled(trainable, fixed):
+            loss, aux = self._stateless_elbo(trainable, fixed, x, training=True)
+            return self.optimizer.scale_loss(loss), (loss, aux)
+
+        (_, (loss, (bce, kl, fixed))), grads = jax.value_and_grad(scaled, has_aux=True)(trainable, fixed)
+        trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads, trainable)
+        logs, metric_vars = self._stateless_track(metric_vars, loss, bce, kl)
+        return logs, (trainable, fixed, optimizer_vars, metric_vars)
+
+    def _jax_test_step(self, state, data):
+        trainable, fixed, metric_vars = state
+        loss, (bce, kl, fixed) = self._stateless_elbo(trainable, fixed, _images(data), training=False)
+        logs, metric_vars = self._stateless_track(metric_vars, loss, bce, kl)
+        return logs, (trainable, fixed, metric_vars)
+
+    def _stateless_track(self, metric_vars, *values):
+        logs, updated = {}, []
+        for metric, value in zip(self.metrics, values):
+            own = metric_vars[len(updated):len(updated) + len(metric.variables)]
+            own = metric.stateless_update_state(own, value)
+            logs[metric.name] = metric.stateless_result(own)
+            updated.extend(own)
+        return logs, updated
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta, "seed": self.seed,
@@ -265,6 +313,11 @@ class VariationalAutoencoder(keras.Model):
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
         return cls(encoder, decoder, **config)
+
+
+def _images(data):
+    """The images of a batch: (x, y) or (x,) or x."""
+    return data[0] if isinstance(data, (tuple, list)) else data
 
 
 SAMPLES, SAMPLE_SEED = 30, 0   # codes drawn from the prior N(0, I) for the VAE's pictures
@@ -289,8 +342,9 @@ def build_vae(inputs: keras.KerasTensor, head: Head, params: VariationalParams) 
     h = layers.Flatten(name="flatten")(x)
     for i, units in enumerate(params.hidden_units):
         h = layers.Dense(units, activation=params.activation, name=f"encode_{i}")(h)
-    encoder = keras.Model(x, [layers.Dense(params.code_size, name="code_mean")(h),
-                              layers.Dense(params.code_size, name="code_log_var")(h)], name="encoder")
+    encoder = keras.Model(x, [layers.Dense(params.code_size, dtype=OUTPUT_DTYPE, name="code_mean")(h),
+                              layers.Dense(params.code_size, dtype=OUTPUT_DTYPE, name="code_log_var")(h)],
+                          name="encoder")
     _, decoder = _dense_halves(shape, head, params.code_size, params.hidden_units, params.activation, batch)
     model = VariationalAutoencoder(encoder, decoder, beta=params.beta, name="vae")
     model(keras.ops.zeros((1, *shape)))   # build the weights

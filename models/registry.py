@@ -36,9 +36,15 @@ class Head:
     activation: str = "softmax"
     per_step: bool = False
 
-    def layer(self) -> keras.layers.Dense:
-        """The output layer (applied to a sequence, Dense acts at every step)."""
-        return keras.layers.Dense(self.units, activation=self.activation, name="outputs")
+    def layer(self, name: str = "outputs") -> keras.layers.Dense:
+        """The output layer (applied to a sequence, Dense acts at every step), in float32
+        under a mixed precision policy too (`OUTPUT_DTYPE`)."""
+        return keras.layers.Dense(self.units, activation=self.activation, dtype=OUTPUT_DTYPE, name=name)
+
+
+# What a model's outputs compute in under any policy: a softmax or a loss in 16 bits loses
+# the precision the mixed policies keep their variables in.
+OUTPUT_DTYPE = "float32"
 
 
 Builder = Callable[[keras.KerasTensor, Head, Hyperparameters], keras.Model]
@@ -145,9 +151,16 @@ def build(name: str, input_shape: tuple, head: Head | int, hyperparameters: dict
 
 
 def inference_graph(model: keras.Model):
-    """`model(inputs, training=False)` as a compiled TensorFlow graph, traced on the first
-    call: what timing and step-by-step generation run (an eager call would step recurrent
-    loops in Python)."""
+    """`model(inputs, training=False)` compiled by the backend (a TensorFlow graph, or a
+    `jax.jit` of the stateless call), traced on the first call: what timing and step-by-step
+    generation run (an eager call would step recurrent loops in Python)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        call = jax.jit(lambda trainable, fixed, inputs: model.stateless_call(trainable, fixed, inputs,
+                                                                              training=False)[0])
+        return lambda inputs: call([v.value for v in model.trainable_variables],
+                                   [v.value for v in model.non_trainable_variables], inputs)
     import tensorflow as tf
 
     return tf.function(lambda inputs: model(inputs, training=False))

@@ -41,7 +41,6 @@ from typing import Literal
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers
 from pydantic import Field
 
@@ -246,7 +245,8 @@ def sample(decoder, prime: np.ndarray, steps: int, temperature: float, rng: np.r
 
 def _compiled(decoder):
     graph = inference_graph(decoder)
-    return lambda token, states: _numpy(graph([tf.constant(token, tf.int32), *(tf.constant(s) for s in states)]))
+    return lambda token, states: _numpy(graph([keras.ops.convert_to_tensor(token, "int32"),
+                                               *(keras.ops.convert_to_tensor(s) for s in states)]))
 
 
 register("seq2seq", hyperparameters=Seq2SeqParams, tasks=("sequence_to_sequence",),

@@ -123,7 +123,7 @@ def markdown(results: pd.DataFrame, percentile: float) -> str:
 
 
 def main() -> None:
-    runtime.run_stage(lambda: run(config.load()))
+    runtime.run_stage(lambda: (runtime.ensure_backend("tensorflow"), run(config.load())))
 
 
 if __name__ == "__main__":

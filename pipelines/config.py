@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 import models
 from models.registry import FAMILIES
@@ -27,6 +27,14 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
 SWEEPS = ("study", "anomaly")   # lanes of their own: not experiment names
 VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+BACKENDS = ("tensorflow", "jax")   # PyTorch's is not installed or tested here
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# Measured (tests/pipelines/test_distribution.py): Keras 3.15's fit under
+# MultiWorkerMirroredStrategy, two workers on loopback ports, fails (keras-team/keras#20585).
+MULTI_WORKER_REFUSED = ("multi_worker is refused: Keras 3 cannot train under MultiWorkerMirroredStrategy "
+                        "(keras-team/keras#20585); use mirrored (one machine, several devices)")
 
 
 class Training(Strict):
@@ -48,9 +56,41 @@ class Training(Strict):
     steps_per_epoch: int | None = Field(default=None, ge=1)
     # Train steps per call into TensorFlow: more saves per-step overhead on small models.
     steps_per_execution: int = Field(default=1, ge=1)
+    # The Keras backend the train stage runs (evaluate and export always run TensorFlow's,
+    # reading the portable `.keras` file), and the layers' compute precision: the mixed
+    # policies compute in 16 bits and keep the variables and the output layers in float32;
+    # mixed_float16 also scales the loss.
+    backend: Literal[BACKENDS] = "tensorflow"
+    precision: Literal[PRECISIONS] = "float32"
+    # XLA: None is the backend's default, off under TensorFlow (whose deterministic ops XLA
+    # does not keep: true turns op determinism off and the run is tagged `deterministic:
+    # false`), on under JAX (which always compiles with XLA).
+    jit_compile: bool | None = None
+    # none; mirrored: MirroredStrategy over the local GPUs, or over `devices` logical CPU
+    # devices on a machine without one; multi_worker is refused (MULTI_WORKER_REFUSED).
+    distribution: Literal["none", "mirrored", "multi_worker"] = "none"
+    devices: int | None = Field(default=None, ge=1, le=64)
+
+    @field_validator("distribution")
+    @classmethod
+    def _no_multi_worker(cls, v: str) -> str:
+        if v == "multi_worker":
+            raise ValueError(MULTI_WORKER_REFUSED)
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Training:
+        if self.devices is not None and self.distribution != "mirrored":
+            raise ValueError("devices: only with distribution: mirrored")
+        if self.backend != "tensorflow" and self.distribution != "none":
+            raise ValueError(f"distribution: {self.distribution} is tf.distribute's, so it needs backend: tensorflow")
+        if self.backend == "tensorflow" and self.jit_compile and self.distribution != "none":
+            raise ValueError("jit_compile: XLA with a tf.distribute strategy is not supported here; "
+                             "use distribution: none")
+        return self
 
 
-FITTING = ("batch_size", "validation_percent", "max_train_examples")
+FITTING = ("batch_size", "validation_percent", "max_train_examples", "backend", "precision")
 GRADIENT_REQUIRED = ("epochs", "learning_rate")
 
 
@@ -225,6 +265,13 @@ def _check_training(arch, hyperparameters, training: Training, where: str, sourc
                           f"hyperparameters (no gradient descent), so it takes only {', '.join(FITTING)}")
 
 
+def _one_process(training: Training, where: str, source: str) -> None:
+    """The sweeps train many models in one TensorFlow process: its backend, one device."""
+    if training.backend != "tensorflow" or training.distribution != "none":
+        raise ParamsError(f"{source}: {where}: the sweep trains every run in one process, under backend: "
+                          "tensorflow and distribution: none")
+
+
 def experiment(params: Params, name: str, source: str = "params.yaml") -> Experiment:
     """The experiment `name`, checked against its architecture."""
     try:
@@ -245,6 +292,7 @@ def study(params: Params, source: str = "params.yaml") -> Study | None:
             raise ParamsError(f"{source}: study.cells: {cell!r} does not do sequence_regression (the adding problem)")
         hyperparameters = _validate(arch.hyperparameters, settings.hyperparameters, source, "study.hyperparameters")
         _check_training(arch, hyperparameters, settings.training, "study.training", source)
+        _one_process(settings.training, "study.training", source)
     return settings
 
 
@@ -260,6 +308,7 @@ def anomaly(params: Params, source: str = "params.yaml") -> Anomaly | None:
     if native is not None and "reconstruction" not in datasets.ALSO.get(native, ()):
         raise ParamsError(f"{source}: anomaly.dataset: {settings.dataset!r} is not an image dataset")
     check_experiment(settings.experiment(), "anomaly", source)
+    _one_process(settings.training, "anomaly.training", source)
     return settings
 
 

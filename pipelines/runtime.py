@@ -26,13 +26,67 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def setup(seed: int) -> None:
-    """Seed Python, NumPy and TF, and make TF ops deterministic (identical runs on CPU)."""
+def setup(seed: int, *, deterministic: bool = True, cpu_devices: int | None = None) -> None:
+    """Seed Python, NumPy, TF and the Keras backend, and make TF ops deterministic
+    (identical runs on CPU) unless XLA is wanted, which does not keep them. `cpu_devices`
+    splits the CPU into that many logical devices (a tf.distribute strategy over them); it
+    must come before TensorFlow runs its first op."""
     import keras
     import tensorflow as tf
 
+    if cpu_devices:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        except RuntimeError as e:   # the runtime has started in this process
+            if len(tf.config.list_logical_devices("CPU")) != cpu_devices:
+                raise StageError(f"cannot split the CPU into {cpu_devices} devices: {e}") from None
     keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        from tensorflow.python.framework.config import disable_op_determinism
+
+        disable_op_determinism()
+
+
+def deterministic() -> bool:
+    """Whether TF's op determinism is on in this process."""
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    return is_op_determinism_enabled()
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Keras's global dtype policy (`float32`, `mixed_bfloat16`, ...) for what is built inside."""
+    import keras
+
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def ensure_backend(wanted: str) -> None:
+    """Run this command under the Keras backend `wanted`: if another is loaded, start the
+    same command again (same arguments) with KERAS_BACKEND set; Keras reads it once, at import."""
+    import os
+
+    import keras
+
+    if keras.backend.backend() == wanted:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec(wanted) is None:
+        raise StageError(f"the {wanted} backend is not installed (pip install {wanted})")
+    log.info("restarting under the %s backend (was %s)", wanted, keras.backend.backend())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "KERAS_BACKEND": wanted})
 
 
 @contextlib.contextmanager

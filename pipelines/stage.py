@@ -48,7 +48,9 @@ def open_experiment(name: str, params: config.Params) -> Context:
 def context(name: str, exp: config.Experiment, root: Path, *, data_dir: Path | None = None,
             mlflow_experiment: str | None = None) -> Context:
     """Seed everything and load the dataset and task of any experiment (also the sweeps')."""
-    runtime.setup(exp.seed)
+    training = exp.training
+    runtime.setup(exp.seed, deterministic=not (training.backend == "tensorflow" and training.jit_compile),
+                  cpu_devices=training.devices if training.distribution == "mirrored" else None)
     splits = datasets.load(exp.dataset, exp.training.validation_percent, data_dir)
     return Context(name, exp, splits, tasks.get(config.task_for(exp.architecture, splits.task)), root,
                    mlflow_experiment)
@@ -77,9 +79,18 @@ def mlflow_run(context: Context, stage: str, run_dir=None):
                           mlflow_experiment=experiment, system_metrics=stage == "train")
 
 
-def cli(run: Callable[[str, config.Params], object], description: str) -> None:
-    """`python -m pipelines.<stage> <experiment>`: run with params.yaml, errors as one line."""
+def cli(run: Callable[[str, config.Params], object], description: str,
+        backend: Callable[[config.Experiment], str] = lambda exp: "tensorflow") -> None:
+    """`python -m pipelines.<stage> <experiment>`: run with params.yaml under the Keras
+    backend `backend` names for the experiment (restarting under it if another is loaded),
+    errors as one line."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("experiment", help="a key under `experiments` in params.yaml")
     args = parser.parse_args()
-    runtime.run_stage(lambda: run(args.experiment, config.load()))
+
+    def main() -> None:
+        params = config.load()
+        runtime.ensure_backend(backend(config.experiment(params, args.experiment)))
+        run(args.experiment, params)
+
+    runtime.run_stage(main)

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="data: generate the adding problem for every T; run: train every run")
     args = parser.parse_args(argv)
     step = prepare_data if args.step == "data" else run_study
-    runtime.run_stage(lambda: step(config.load()))
+    runtime.run_stage(lambda: (runtime.ensure_backend("tensorflow"), step(config.load())))
 
 
 if __name__ == "__main__":

@@ -288,12 +288,27 @@ def run_tags(experiment: str, architecture: str, dataset: str, task: str, stage:
 
 
 def training_tags(model, devices: int = 1) -> dict[str, str]:
-    """How a model was trained: precision policy, XLA, number of devices."""
+    """How a model was trained (beside the fingerprint's `keras_backend`): precision policy,
+    XLA, number of devices, and whether the run is deterministic (TF's op determinism on: XLA
+    turns it off; JAX compiles with XLA, deterministic on CPU)."""
     import keras
 
-    return {"precision": keras.config.dtype_policy().name,
-            "xla": "on" if getattr(model, "jit_compile", False) is True else "off",
-            "devices": str(devices)}
+    from pipelines import runtime
+
+    backend = keras.backend.backend()
+    xla = getattr(model, "jit_compile", False) is True
+    if backend == "tensorflow":
+        deterministic = runtime.deterministic() and not xla
+    else:
+        deterministic = backend == "jax" and not _accelerators()
+    return {"precision": model.dtype_policy.name, "xla": "on" if xla else "off",
+            "devices": str(devices), "deterministic": str(deterministic).lower()}
+
+
+def _accelerators() -> bool:
+    import jax
+
+    return any(d.platform != "cpu" for d in jax.devices())
 
 
 def log_dataset(dataset: str, splits: dict[str, int]) -> None:

@@ -16,4 +16,4 @@ def train(name: str, params: config.Params) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    stage.cli(train, "Train one experiment of params.yaml.")
+    stage.cli(train, "Train one experiment of params.yaml.", backend=lambda exp: exp.training.backend)

@@ -58,8 +58,11 @@ def fit(context: stage.Context) -> dict[str, float]:
     arch = models.get(exp.architecture)
     hyperparameters = config.hyperparameters(exp)
     gradient = arch.trains_by_gradient(hyperparameters)
-    training = exp.training if gradient else CLOSED_FORM.model_copy(update={"batch_size": exp.training.batch_size})
-    fitting = exp.training   # batch size, validation split, training examples: every architecture's
+    fitting = exp.training   # batch size, validation split, training examples, backend, precision
+    training = fitting if gradient else CLOSED_FORM.model_copy(update={k: getattr(fitting, k) for k in config.FITTING})
+    if keras.backend.backend() != training.backend:
+        raise StageError(f"training.backend is {training.backend} but Keras runs {keras.backend.backend()}; "
+                         f"start the stage with KERAS_BACKEND={training.backend}")
     train_split = splits.train
     if fitting.max_train_examples:
         train_split = train_split.take(fitting.max_train_examples)
@@ -69,10 +72,13 @@ def fit(context: stage.Context) -> dict[str, float]:
     val_ds = task.batches(splits.validation, fitting.batch_size)
     steps_per_epoch = training.steps_per_epoch or math.ceil(train_examples / fitting.batch_size)
 
-    model = models.build(exp.architecture, task.input_shape(splits), task.head(splits), hyperparameters,
-                         dtype=task.input_dtype)
-    model.compile(optimizer=make_optimizer(training, steps_per_epoch), loss=task.loss, metrics=list(task.metrics),
-                  steps_per_execution=training.steps_per_execution)
+    strategy = distribution(training)
+    with runtime.dtype_policy(training.precision), strategy.scope():
+        model = models.build(exp.architecture, task.input_shape(splits), task.head(splits), hyperparameters,
+                             dtype=task.input_dtype)
+        model.compile(optimizer=make_optimizer(training, steps_per_epoch), loss=task.loss,
+                      metrics=list(task.metrics), steps_per_execution=training.steps_per_execution,
+                      jit_compile="auto" if training.jit_compile is None else training.jit_compile)
     model.summary(print_fn=log.info)
 
     with runtime.atomic_dir(context.train_dir) as out:
@@ -81,7 +87,7 @@ def fit(context: stage.Context) -> dict[str, float]:
             tracking.record_run(out, task.name)
             mlflow.log_params(tracking.flat_params(exp))
             mlflow.log_params({"num_parameters": model.count_params(), "train_examples": train_examples})
-            mlflow.set_tags(tracking.training_tags(model))
+            mlflow.set_tags(tracking.training_tags(model, strategy.num_replicas_in_sync))
             tracking.log_dataset(exp.dataset, {"train": train_examples, "validation": _known(splits.validation),
                                                "test": _known(splits.test)})
             started = time.perf_counter()
@@ -89,7 +95,8 @@ def fit(context: stage.Context) -> dict[str, float]:
                 inputs, targets = task.arrays(train_split)
                 arch.fit(model, inputs, targets, hyperparameters)
             if gradient:
-                history = _descend(model, train_ds, val_ds, training, out)
+                with strategy.scope():
+                    history = _descend(model, train_ds, val_ds, training, out)
                 seconds = time.perf_counter() - started
             else:
                 seconds = time.perf_counter() - started
@@ -129,6 +136,21 @@ def fit(context: stage.Context) -> dict[str, float]:
             tracking.log_keras_model(model, example)
     log.info("trained %s in %.1f s (%d epochs)", name, seconds, len(losses))
     return {**metrics, **timings}
+
+
+def distribution(training: config.Training):
+    """The tf.distribute strategy of `training.distribution`: the default (one device), or
+    MirroredStrategy over the local GPUs (the first `training.devices` of them), or over the
+    logical CPU devices (`runtime.setup` splits the CPU into `training.devices`) where there is
+    no GPU. The batch size stays the global one, split among the replicas."""
+    if training.distribution == "none":
+        return tf.distribute.get_strategy()
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if training.devices and gpus and len(gpus) < training.devices:
+        raise StageError(f"training.devices is {training.devices} but this machine has {len(gpus)} GPU(s)")
+    devices = gpus[:training.devices] if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
+    log.info("MirroredStrategy over %s", ", ".join(devices))
+    return tf.distribute.MirroredStrategy(devices)
 
 
 def _count(split) -> int:

@@ -43,6 +43,59 @@ TINY_STUDY = {
 }
 
 
+# One tiny experiment of every registered architecture, on the datasets `every_dataset`
+# prepares: what the backend and precision tests train (a few steps each).
+_FEW = {"epochs": 1, "steps_per_epoch": 3, "batch_size": 16, "learning_rate": 0.01, "early_stopping_patience": 0}
+_FLOAT32_ONLY = {"variants": ["float32"], "latency_runs": 2, "parity_examples": 20, "representative_examples": 10}
+EVERY_ARCHITECTURE = {
+    "mlp": ("digits", {"hidden_units": [16]}),
+    "cnn": ("digits", {"filters": [4], "dense_units": [8]}),
+    **{cell: ("japanese_vowels", {"units": 4}) for cell in
+       ("simple_rnn", "lstm", "gru", "bi_simple_rnn", "bi_lstm", "bi_gru")},
+    "esn": ("mackey_glass", {"units": 20, "masking": False}),
+    "seq2seq": ("addition", {"units": 8, "embedding_dim": 4}),
+    "rnn_lm": ("fortunes", {"cell": "gru", "units": 8, "embedding_dim": 4}),
+    "autoencoder": ("digits", {"code_size": 4}),
+    "deep_autoencoder": ("digits", {"code_size": 4, "hidden_units": [8]}),
+    "denoising_autoencoder": ("digits", {"code_size": 4, "hidden_units": [8]}),
+    "conv_autoencoder": ("digits", {"code_size": 4, "filters": [4]}),
+    "vae": ("digits", {"code_size": 2, "hidden_units": [8]}),
+}
+
+
+def every_architecture(**training) -> dict:
+    """A params document with `EVERY_ARCHITECTURE`, each with `training` added to its settings
+    (the ESN, fitted in closed form, takes only the settings every architecture takes)."""
+    experiments = {}
+    for name, (dataset, hyperparameters) in EVERY_ARCHITECTURE.items():
+        few = {"batch_size": 64} if name == "esn" else _FEW
+        shared = {k: v for k, v in training.items() if name != "esn" or k in config.FITTING}
+        experiments[name] = {"architecture": name, "dataset": dataset, "seed": 4, "hyperparameters": hyperparameters,
+                             "training": {**few, **shared}, "export": _FLOAT32_ONLY}
+    return {"datasets": sorted({d for d, _ in EVERY_ARCHITECTURE.values()}), "experiments": experiments}
+
+
+def every_dataset(tfds_dir, root):
+    """`root/tfds`: the session's prepared datasets, and small addition and fortunes ones."""
+    from pipelines.datasets.text import ArchlabAddition
+
+    tfds = root / "tfds"
+    tfds.mkdir(parents=True)
+    for prepared in tfds_dir.iterdir():
+        (tfds / prepared.name).symlink_to(prepared)
+    fortunes = root / "raw" / "fortunes"
+    fortunes.mkdir(parents=True)
+    fortunes.joinpath("fortunes").write_text("".join(f"Fortune {i}: a stitch in time.\n%\n" for i in range(60)))
+    sizes = ArchlabAddition.SPLITS
+    ArchlabAddition.SPLITS = {"train": 300, "test": 60}
+    try:
+        datasets.prepare("addition", data_dir=tfds / "addition")
+    finally:
+        ArchlabAddition.SPLITS = sizes
+    datasets.prepare("fortunes", data_dir=tfds / "fortunes", raw_dir=root / "raw")
+    return tfds
+
+
 def tiny_params(extra_datasets: tuple[str, ...] = (), **overrides) -> dict:
     """A params document for digits (and `extra_datasets`); `overrides` replace or add
     whole experiments."""

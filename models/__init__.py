@@ -4,6 +4,6 @@
 `models.registry.FAMILIES`) and returns its `Architecture`; nothing is imported eagerly.
 """
 
-from models.registry import build, get, names, register
+from models.registry import build, get, names, precision, register
 
-__all__ = ["build", "get", "names", "register"]
+__all__ = ["build", "get", "names", "precision", "register"]

@@ -131,7 +131,7 @@ def _dense_halves(shape, head: Head, code_size: int, hidden: list[int], activati
     for i, units in enumerate(reversed(hidden)):
         h = layers.Dense(units, activation=activation, name=f"decode_{i}")(h)
     out = head.layer("pixels")(h)
-    decoder = keras.Model(z, layers.Reshape(shape, name="reconstruction")(out), name="decoder")
+    decoder = keras.Model(z, layers.Reshape(shape, dtype=OUTPUT_DTYPE, name="reconstruction")(out), name="decoder")
     return encoder, decoder
 
 
@@ -149,7 +149,7 @@ def build_vanilla(inputs: keras.KerasTensor, head: Head, params: VanillaParams) 
         layers.Flatten(name="flatten")(x)), name="encoder")
     z = keras.Input((params.code_size,), batch_size=inputs.shape[0], name="code")
     pixels = head.layer("pixels")(z)
-    decoder = keras.Model(z, layers.Reshape(shape, name="reconstruction")(pixels), name="decoder")
+    decoder = keras.Model(z, layers.Reshape(shape, dtype=OUTPUT_DTYPE, name="reconstruction")(pixels), name="decoder")
     return _assemble(inputs, encoder, decoder, "autoencoder")
 
 
@@ -192,7 +192,7 @@ def build_conv(inputs: keras.KerasTensor, head: Head, params: ConvParams) -> ker
     h = layers.Conv2D(shape[-1], params.kernel_size, padding="same", activation=head.activation,
                       dtype=OUTPUT_DTYPE, name="pixels")(h)
     if tuple(h.shape[1:]) != shape:   # sides that are not a multiple of 2^len(filters)
-        h = layers.Resizing(shape[0], shape[1], name="resize")(h)
+        h = layers.Resizing(shape[0], shape[1], dtype=OUTPUT_DTYPE, name="resize")(h)
     decoder = keras.Model(z, h, name="decoder")
     return _assemble(inputs, encoder, decoder, "conv_autoencoder")
 

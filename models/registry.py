@@ -150,6 +150,13 @@ def build(name: str, input_shape: tuple, head: Head | int, hyperparameters: dict
     return model
 
 
+def precision(model: keras.Model) -> str:
+    """The dtype policy a model computes in: its layers' mixed policy if any has one (the
+    output layers stay float32), else float32."""
+    mixed = {layer.dtype_policy.name for layer in model._flatten_layers(include_self=False)} - {"float32"}
+    return min(mixed) if mixed else "float32"
+
+
 def inference_graph(model: keras.Model):
     """`model(inputs, training=False)` compiled by the backend (a TensorFlow graph, or a
     `jax.jit` of the stateless call), traced on the first call: what timing and step-by-step

@@ -44,7 +44,7 @@ def export(name: str, params: config.Params) -> dict[str, float]:
     context = stage.open_experiment(name, params)
     exp, splits, task = context.experiment, context.splits, context.task
     settings = exp.export
-    model = stage.trained_model(name)
+    model = stage.trained_model(name, float32=True)   # a mixed-precision model converts in float32
     edge = task.exporter()(model, exp, task, splits, settings.variants)
     representative, _ = task.arrays(splits.train, limit=settings.representative_examples)
     x_test, y_test = task.arrays(splits.test, limit=settings.parity_examples)

@@ -56,11 +56,38 @@ def context(name: str, exp: config.Experiment, root: Path, *, data_dir: Path | N
                    mlflow_experiment)
 
 
-def trained_model(name: str) -> keras.Model:
+def trained_model(name: str, *, float32: bool = False) -> keras.Model:
+    """The experiment's trained model; with `float32`, computing in float32 whatever
+    precision it was trained in (what TFLite converts: it has no bfloat16 kernels)."""
     path = paths.train_dir(name) / "model.keras"
     if not path.exists():
         raise FileNotFoundError(f"no trained model at {path}; run `dvc repro train@{name}`")
-    return keras.models.load_model(path)
+    model = keras.models.load_model(path)
+    return in_float32(model) if float32 else model
+
+
+def in_float32(model: keras.Model) -> keras.Model:
+    """`model` with every layer's dtype policy float32 and the same weights (the variables
+    of a mixed-precision model are float32 already); `model` itself if it is float32."""
+    config = keras.saving.serialize_keras_object(model)
+    policies = []
+
+    def float32_policies(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and node["config"]["name"] != "float32":
+                policies.append(node["config"]["name"])
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: float32_policies(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [float32_policies(v) for v in node]
+        return node
+
+    config = float32_policies(config)
+    if not policies:
+        return model
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def mlflow_run(context: Context, stage: str, run_dir=None):

@@ -289,10 +289,11 @@ def run_tags(experiment: str, architecture: str, dataset: str, task: str, stage:
 
 def training_tags(model, devices: int = 1) -> dict[str, str]:
     """How a model was trained (beside the fingerprint's `keras_backend`): precision policy,
-    XLA, number of devices, and whether the run is deterministic (TF's op determinism on: XLA
-    turns it off; JAX compiles with XLA, deterministic on CPU)."""
+    XLA, number of devices, loss scaling (mixed_float16's), and whether the run is
+    deterministic (TF's op determinism on: XLA turns it off; JAX's XLA on the CPU is)."""
     import keras
 
+    import models
     from pipelines import runtime
 
     backend = keras.backend.backend()
@@ -301,8 +302,9 @@ def training_tags(model, devices: int = 1) -> dict[str, str]:
         deterministic = runtime.deterministic() and not xla
     else:
         deterministic = backend == "jax" and not _accelerators()
-    return {"precision": model.dtype_policy.name, "xla": "on" if xla else "off",
-            "devices": str(devices), "deterministic": str(deterministic).lower()}
+    return {"precision": models.precision(model), "xla": "on" if xla else "off",
+            "devices": str(devices), "deterministic": str(deterministic).lower(),
+            "loss_scaling": "dynamic" if isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer) else "none"}
 
 
 def _accelerators() -> bool:

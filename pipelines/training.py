@@ -14,6 +14,7 @@ fingerprint) and `run.json` (the MLflow run the later stages add to).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -149,8 +150,16 @@ def distribution(training: config.Training):
     if training.devices and gpus and len(gpus) < training.devices:
         raise StageError(f"training.devices is {training.devices} but this machine has {len(gpus)} GPU(s)")
     devices = gpus[:training.devices] if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
+    return _mirrored(tuple(devices))
+
+
+@functools.cache
+def _mirrored(devices: tuple[str, ...]):
+    """One MirroredStrategy per set of devices in a process: a second one over the same
+    devices numbers its collective ops from the same keys, and its all-reduces meet the
+    first one's (`Shape mismatch in the collective instance`)."""
     log.info("MirroredStrategy over %s", ", ".join(devices))
-    return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def _count(split) -> int:

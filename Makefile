@@ -17,7 +17,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export MLFLOW_DISABLE_TELEMETRY ?= true
 MLFLOW_PORT ?= 5000
 
-.PHONY: help venv lock data dag run test test-fast test-ui lint ui server server-stop sync compare push pull bench numerics clean
+.PHONY: help venv lock gpu-check data dag run test test-fast test-ui lint ui server server-stop sync compare push pull bench numerics clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ venv: ## create .venv with the pinned dependencies and the TensorFlow build for 
 
 lock: venv ## re-resolve requirements.lock and requirements-cuda.lock from pyproject.toml (needs PyPI)
 	$(BIN)/python -m pipelines.venv --lock
+
+gpu-check: venv ## CNN and LSTM training throughput under float32, mixed_bfloat16 and XLA (KERAS_BACKEND, default jax)
+	KERAS_BACKEND=$${KERAS_BACKEND:-jax} $(BIN)/python -m pipelines.gpu_check
 
 data: venv ## fetch the embedded raw datasets into data/ (versioned by data.dvc)
 	$(BIN)/python -m pipelines.fetch

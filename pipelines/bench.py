@@ -11,6 +11,13 @@
   turn on the same inputs, and each variant's speed-up over Keras.
 - Pipeline: the wall time of a no-op `dvc repro` (everything up to date) and of
   `dvc status`.
+- Training overhead: the train stage's path (`training.fit`: tf.data, callbacks, the
+  backup, MLflow) against a bare Keras `fit` of the same builder on the same batches, for
+  the `cnn` and `jv_lstm` experiments (2 epochs; the CNN on 10,000 training images),
+  interleaved, `OVERHEAD_ROUNDS` rounds: the median seconds per epoch of each, and their ratio.
+- Training settings: `pipelines.gpu_check` (the CNN and LSTM builders on arrays) under the
+  TensorFlow and the JAX backend, each in a process of its own: XLA on against off,
+  mixed_bfloat16 against float32, JAX against TensorFlow, as examples per second ratios.
 
 Nothing is asserted: these machines are shared and noisy, so the figures are printed
 (and written to `outputs/bench.md`) for people to compare.
@@ -22,6 +29,7 @@ import logging
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -132,6 +140,80 @@ def wall_seconds(*cmd: str, repeat: int = 3) -> float:
     return statistics.median(times)
 
 
+OVERHEAD_ROUNDS = 3
+OVERHEAD_EXPERIMENTS = {"cnn": 10_000, "jv_lstm": None}   # name: training examples (None: all)
+
+
+def overhead(params: config.Params) -> pd.DataFrame:
+    """Seconds per epoch of the train stage's path and of a bare Keras fit, interleaved."""
+    import os
+    import tempfile
+
+    from pipelines import stage, training
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"
+        for name, examples in OVERHEAD_EXPERIMENTS.items():
+            exp = params.experiments[name]
+            exp = exp.model_copy(update={"training": exp.training.model_copy(update={
+                "epochs": 2, "max_train_examples": examples, "early_stopping_patience": 0})})
+            pipeline, bare = [], []
+            for round_ in tqdm(range(OVERHEAD_ROUNDS), desc=f"overhead {name}"):
+                context = stage.context(name, exp, Path(scratch) / f"{name}-{round_}")
+                pipeline.append(training.fit(context)["seconds_per_epoch"])
+                bare.append(bare_keras_seconds_per_epoch(context))
+            rows.append({"experiment": name, "pipeline s/epoch": statistics.median(pipeline),
+                         "bare Keras s/epoch": statistics.median(bare),
+                         "overhead": statistics.median(pipeline) / statistics.median(bare) - 1})
+    return pd.DataFrame(rows)
+
+
+def bare_keras_seconds_per_epoch(context) -> float:
+    """The same builder, data, batches and optimizer as `training.fit`, in a plain `fit`."""
+    from pipelines import training
+
+    exp, splits, task = context.experiment, context.splits, context.task
+    train_split = splits.train.take(exp.training.max_train_examples) if exp.training.max_train_examples \
+        else splits.train
+    train_ds = task.batches(train_split, exp.training.batch_size, shuffle_buffer=exp.training.shuffle_buffer,
+                            seed=exp.seed)
+    val_ds = task.batches(splits.validation, exp.training.batch_size)
+    steps = sum(1 for _ in train_ds)
+    model = models.build(exp.architecture, task.input_shape(splits), task.head(splits),
+                         config.hyperparameters(exp), dtype=task.input_dtype)
+    model.compile(optimizer=training.make_optimizer(exp.training, steps), loss=task.loss, metrics=list(task.metrics))
+    started = time.perf_counter()
+    model.fit(train_ds, validation_data=val_ds, epochs=exp.training.epochs, verbose=0)
+    return (time.perf_counter() - started) / exp.training.epochs
+
+
+def settings_ratios() -> pd.DataFrame:
+    """`pipelines.gpu_check` under each backend here: the ratios of its settings."""
+    import json
+    import os
+    import sys
+    import tempfile
+
+    figures = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for backend in ("tensorflow", "jax"):
+            subprocess.run([sys.executable, "-m", "pipelines.gpu_check", "--out", f"{scratch}/{backend}",
+                            "--seconds", "5"], cwd=paths.ROOT, check=True, capture_output=True,
+                           env={**os.environ, "KERAS_BACKEND": backend})
+            figures[backend] = json.loads(Path(scratch, backend, "gpu_check.json").read_text())["results"]
+    rows = []
+    for model, tf_rows in figures["tensorflow"].items():
+        speed = {(b, s): figures[b][model][s]["examples_per_second"] for b in figures for s in tf_rows}
+        rows += [{"model": model, "comparison": "XLA on / off (TensorFlow, float32)",
+                  "ratio": speed["tensorflow", "float32 + XLA"] / speed["tensorflow", "float32"]},
+                 {"model": model, "comparison": "mixed_bfloat16 / float32 (TensorFlow)",
+                  "ratio": speed["tensorflow", "mixed_bfloat16"] / speed["tensorflow", "float32"]},
+                 {"model": model, "comparison": "JAX / TensorFlow (float32, each backend's XLA setting: on / off)",
+                  "ratio": speed["jax", "float32 + XLA"] / speed["tensorflow", "float32"]}]
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     params = config.load()
     runtime.setup(0)
@@ -139,12 +221,18 @@ def main() -> None:
     table = inference(params)
     pipeline = pd.DataFrame([{"command": "dvc repro (nothing to do)", "median s": wall_seconds("dvc", "repro")},
                              {"command": "dvc status", "median s": wall_seconds("dvc", "status")}])
+    costs = overhead(params)
+    ratios = settings_ratios()
     text = "\n\n".join([f"## Echo state network against reservoirpy (Mackey-Glass, {len(ESN_SEEDS)} seeds)",
                          reservoir.to_markdown(index=False, floatfmt=".4g"),
                          f"## Single-sample inference latency (median of {RUNS} runs; one decoder step for "
                          "seq2seq and language models)",
                         table.to_markdown(index=False, floatfmt=".3f") if len(table) else "(nothing exported)",
-                        "## Pipeline", pipeline.to_markdown(index=False, floatfmt=".2f")]) + "\n"
+                        "## Pipeline", pipeline.to_markdown(index=False, floatfmt=".2f"),
+                        f"## Training: the train stage against bare Keras (median of {OVERHEAD_ROUNDS} interleaved "
+                        "rounds of 2 epochs)", costs.to_markdown(index=False, floatfmt=".3f"),
+                        "## Training settings on this machine (examples per second, as ratios)",
+                        ratios.to_markdown(index=False, floatfmt=".2f")]) + "\n"
     paths.OUTPUTS.mkdir(exist_ok=True)
     (paths.OUTPUTS / "bench.md").write_text(text)
     print(text)

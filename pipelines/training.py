@@ -15,8 +15,11 @@ fingerprint) and `run.json` (the MLflow run the later stages add to).
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
+import shutil
 import sys
 import time
 
@@ -28,7 +31,7 @@ import tensorflow as tf
 from mlflow.keras import MlflowCallback
 
 import models
-from pipelines import config, paths, plots, runtime, stage, tracking
+from pipelines import config, paths, plots, resume, runtime, stage, tracking
 from pipelines.runtime import StageError
 
 log = logging.getLogger("archlab.train")
@@ -69,7 +72,8 @@ def fit(context: stage.Context) -> dict[str, float]:
         train_split = train_split.take(fitting.max_train_examples)
     train_examples = _count(train_split)   # a mocked catalog dataset's is unknown: counted once
     train_ds = task.batches(train_split, training.batch_size, shuffle_buffer=training.shuffle_buffer,
-                            seed=exp.seed, repeat=training.steps_per_epoch is not None) if gradient else None
+                            seed=exp.seed, repeat="examples" if training.steps_per_epoch else "epochs") \
+        if gradient else None
     val_ds = task.batches(splits.validation, fitting.batch_size)
     steps_per_epoch = training.steps_per_epoch or math.ceil(train_examples / fitting.batch_size)
 
@@ -97,7 +101,8 @@ def fit(context: stage.Context) -> dict[str, float]:
                 arch.fit(model, inputs, targets, hyperparameters)
             if gradient:
                 with strategy.scope():
-                    history = _descend(model, train_ds, val_ds, training, out)
+                    history = _descend(model, train_ds, val_ds, training, steps_per_epoch, out,
+                                       context.root / "backup", _backup_key(exp))
                 seconds = time.perf_counter() - started
             else:
                 seconds = time.perf_counter() - started
@@ -135,6 +140,7 @@ def fit(context: stage.Context) -> dict[str, float]:
             if isinstance(example, tuple):   # several inputs (seq2seq): by the model's input names
                 example = {i.name: x for i, x in zip(model.inputs, example)}
             tracking.log_keras_model(model, example)
+    resume.remove(context.root / "backup")   # the outputs are in place: nothing to resume
     log.info("trained %s in %.1f s (%d epochs)", name, seconds, len(losses))
     return {**metrics, **timings}
 
@@ -180,20 +186,41 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _descend(model: keras.Model, train_ds, val_ds, training: config.Training, out) -> dict[str, list[float]]:
+def _descend(model: keras.Model, train_ds, val_ds, training: config.Training, steps_per_epoch: int, out, backup,
+             key: str) -> dict[str, list[float]]:
     """Gradient descent with Keras `fit`: NaN stop, a checkpoint each epoch, the CSV history,
-    early stopping on the validation loss (if `early_stopping_patience`), MLflow curves."""
+    early stopping on the validation loss (if `early_stopping_patience`), MLflow curves, and a
+    backup of the training state each epoch in `backup`, which a rerun resumes from
+    (`pipelines/resume.py`)."""
+    stopping = resume.ResumableEarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
+                                             restore_best_weights=True, verbose=1) \
+        if training.early_stopping_patience else None
+    state = resume.restore(backup, key, model, stopping)
+    if state is not None:
+        shutil.copyfile(state.history_csv, out / "history.csv")
+        train_ds = train_ds.skip(state.epoch * steps_per_epoch)   # the batches the epochs before drew
+        for epoch, values in enumerate(zip(*state.history.values())):   # the run's curves from epoch 0
+            mlflow.log_metrics(dict(zip(state.history, values)), step=epoch)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(out / "checkpoints" / "last.keras"),
-        keras.callbacks.CSVLogger(str(out / "history.csv")),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=state is not None),
+        *([stopping] if stopping else []),
+        resume.Backup(backup, key, out / "history.csv", stopping, state.history if state else None),
     ]
-    if training.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=training.early_stopping_patience, restore_best_weights=True, verbose=1))
-    return model.fit(train_ds, validation_data=val_ds, epochs=training.epochs, steps_per_epoch=training.steps_per_epoch,
-                     callbacks=[*callbacks, MlflowCallback()], shuffle=False,   # tf.data shuffles
-                     verbose=2 if not sys.stdout.isatty() else 1).history
+    history = model.fit(train_ds, validation_data=val_ds, epochs=training.epochs,
+                        steps_per_epoch=steps_per_epoch, initial_epoch=state.epoch if state else 0,
+                        callbacks=[*callbacks, MlflowCallback()], shuffle=False,   # tf.data shuffles
+                        verbose=2 if not sys.stdout.isatty() else 1).history
+    earlier = state.history if state else {}
+    return {k: [*earlier.get(k, []), *v] for k, v in history.items()}
+
+
+def _backup_key(exp: config.Experiment) -> str:
+    """What a training backup is of: the experiment's settings, its data, the Keras backend."""
+    settings = json.dumps(tracking.flat_params(exp), sort_keys=True, default=str)
+    return hashlib.sha256(f"{settings}|{tracking.dataset_hash(exp.dataset)}|{keras.backend.backend()}".encode()
+                          ).hexdigest()[:16]
 
 
 def closed_form_history(model: keras.Model, train_ds, val_ds, path) -> dict[str, list[float]]:

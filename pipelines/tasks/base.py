@@ -57,14 +57,21 @@ class Task:
         raise NotImplementedError
 
     def batches(self, ds: tf.data.Dataset, batch_size: int, *, shuffle_buffer: int = 0, seed: int = 0,
-                repeat: bool = False) -> tf.data.Dataset:
-        """The tf.data pipeline: preprocess, cache, (shuffle), (repeat), batch, prefetch."""
+                repeat: str | None = None) -> tf.data.Dataset:
+        """The tf.data pipeline: preprocess, cache, (shuffle), batch, prefetch. `repeat`:
+        "examples" repeats the split before batching (a fixed number of updates whatever its
+        size), "epochs" repeats the batched passes (each pass reshuffled, its last batch partial).
+        Either is one endless stream, drawn by one iterator however many epochs `fit` makes of
+        it, so a resumed run skips what the epochs before drew (`pipelines/resume.py`)."""
         ds = ds.map(self.preprocess, num_parallel_calls=tf.data.AUTOTUNE).cache()
         if shuffle_buffer:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        if repeat:
+        if repeat == "examples":
             ds = ds.repeat()
-        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size)
+        if repeat == "epochs":
+            ds = ds.repeat()
+        return ds.prefetch(tf.data.AUTOTUNE)
 
     def arrays(self, ds: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A split as preprocessed NumPy arrays (inputs, targets), optionally the first

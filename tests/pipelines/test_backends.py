@@ -32,10 +32,7 @@ paths.TFDS_DIR, paths.EXPERIMENTS = tfds, root / "experiments"
 os.chdir(root)
 params = config.validate(every_architecture(backend="jax"))
 trained = {name: train.train(name, params) for name in params.experiments}
-first = {name: (paths.train_dir(name) / "model.keras").read_bytes() for name in ("mlp", "lstm", "vae")}
-again = {name: train.train(name, params) and (paths.train_dir(name) / "model.keras").read_bytes() == first[name]
-         for name in first}
-print(json.dumps({"backend": keras.backend.backend(), "trained": trained, "same_again": again}))
+print(json.dumps({"backend": keras.backend.backend(), "trained": trained}))
 """
 
 
@@ -63,8 +60,9 @@ def test_every_registered_architecture_trains_under_jax(under_jax):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert sorted({r.info.run_name for r in runs}) == models.names()
     assert {r.data.tags["keras_backend"] for r in runs} == {"jax"}
-    assert {r.data.tags["deterministic"] for r in runs} == {"true"}   # XLA on the CPU: same seed, same bytes
-    assert report["same_again"] == {"mlp": True, "lstm": True, "vae": True}
+    # XLA promises no bit-identical reruns: measured here, the LSTM trained twice with one seed
+    # in one process came out different (the MLP and the VAE did not)
+    assert {r.data.tags["deterministic"] for r in runs} == {"false"}
     assert {r.data.tags["xla"] for r in runs if r.info.run_name != "esn"} == {"on"}
 
 

@@ -92,7 +92,7 @@ def _variables(model: keras.Model) -> list:
 
 
 def save_variables(model: keras.Model, path: Path) -> None:
-    np.savez(path, *(keras.ops.convert_to_numpy(v.value) for v in _variables(model)))
+    np.savez(path, *(np.asarray(v.numpy()) for v in _variables(model)))
 
 
 def load_variables(model: keras.Model, path: Path) -> None:

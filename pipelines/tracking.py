@@ -103,7 +103,11 @@ def set_runs_view(experiment: str, headline: str, higher_is_better: bool) -> Non
                                            "tags.`host`", "tags.`machine_id`"],
                        "orderByKey": f"metrics.`{headline}`", "orderByAsc": not higher_is_better})
     if mlflow.get_experiment(experiment).tags.get(VIEW_TAG) != view:
-        mlflow.MlflowClient().set_experiment_tag(experiment, VIEW_TAG, view)
+        try:
+            mlflow.MlflowClient().set_experiment_tag(experiment, VIEW_TAG, view)
+        except mlflow.exceptions.MlflowException as error:
+            if not _duplicate_key(error):   # another machine set the same view at the same moment
+                raise
 
 
 def ui_links(base: str) -> list[str]:

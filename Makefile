@@ -7,8 +7,9 @@ BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 # TensorFlow's build (pipelines/venv.py): GPU=auto takes tensorflow[and-cuda]
 # (requirements-cuda.lock) where nvidia-smi lists an NVIDIA GPU, else tensorflow-cpu
-# (requirements.lock); GPU=1 insists on CUDA and stops at once where no GPU answers; GPU=0
-# takes the CPU build anywhere. Another build replaces .venv: never both in one environment.
+# (requirements.lock), and keeps the build an existing .venv has; GPU=1 insists on CUDA and
+# stops at once where no GPU answers; GPU=0 takes the CPU build anywhere. Another build
+# replaces .venv: never both in one environment.
 GPU ?= auto
 # Stages run `python -m pipelines...` from dvc.yaml: put the venv first on PATH.
 export PATH := $(BIN):$(PATH)
@@ -93,7 +94,7 @@ push: venv ## send data, models and DVC's run cache to the remote ARCHLAB_REMOTE
 pull: venv ## fetch them from ARCHLAB_REMOTE: up to date without training
 	$(BIN)/python -m pipelines.remote pull
 
-bench: venv ## benchmarks: ESN vs reservoirpy, Keras vs TFLite latency, no-op dvc repro (after `make run`)
+bench: venv ## benchmarks (after `make run`): ESN vs reservoirpy, Keras vs TFLite latency, no-op dvc repro, train stage vs bare Keras, XLA/bf16/JAX ratios
 	$(BIN)/python -m pipelines.bench
 
 numerics: venv ## which kernel settings (oneDNN ISA, oneDNN off, threads) change trained weights on this machine

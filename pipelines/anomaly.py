@@ -48,7 +48,7 @@ def one_class(exp: config.Experiment, normal: int, root: Path, percentile: float
         raise runtime.StageError(f"anomaly.classes: {exp.dataset} has classes 0-{len(splits.class_names) - 1} "
                                  f"(got {normal})")
     context.splits.train, context.splits.validation = splits.train.filter(keep), splits.validation.filter(keep)
-    trained = training.fit(context)
+    trained = training.fit(context, resumable=False)
     model = keras.models.load_model(context.train_dir / "model.keras")
     task = context.task   # reconstruction: each image's error is its pixel MSE
     train_images, _ = task.labelled(splits.train)
@@ -123,7 +123,7 @@ def markdown(results: pd.DataFrame, percentile: float) -> str:
 
 
 def main() -> None:
-    runtime.run_stage(lambda: (runtime.ensure_backend("tensorflow"), run(config.load())))
+    runtime.run_stage(lambda: run(config.load()), backend="tensorflow")
 
 
 if __name__ == "__main__":

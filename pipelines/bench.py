@@ -14,7 +14,8 @@
 - Training overhead: the train stage's path (`training.fit`: tf.data, callbacks, the
   backup, MLflow) against a bare Keras `fit` of the same builder on the same batches, for
   the `cnn` and `jv_lstm` experiments (2 epochs; the CNN on 10,000 training images),
-  interleaved, `OVERHEAD_ROUNDS` rounds: the median seconds per epoch of each, and their ratio.
+  interleaved, `OVERHEAD_ROUNDS` rounds: the median seconds per epoch of each, and the
+  overhead (their ratio less 1), logging to a scratch MLflow store.
 - Training settings: `pipelines.gpu_check` (the CNN and LSTM builders on arrays) under the
   TensorFlow and the JAX backend, each in a process of its own: XLA on against off,
   mixed_bfloat16 against float32, JAX against TensorFlow, as examples per second ratios.
@@ -26,6 +27,7 @@ Nothing is asserted: these machines are shared and noisy, so the figures are pri
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import subprocess
 import time
@@ -149,24 +151,37 @@ def overhead(params: config.Params) -> pd.DataFrame:
     import os
     import tempfile
 
-    from pipelines import stage, training
+    import mlflow
 
     rows = []
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     with tempfile.TemporaryDirectory() as scratch:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{scratch}/mlflow.db"
-        for name, examples in OVERHEAD_EXPERIMENTS.items():
-            exp = params.experiments[name]
-            exp = exp.model_copy(update={"training": exp.training.model_copy(update={
-                "epochs": 2, "max_train_examples": examples, "early_stopping_patience": 0})})
-            pipeline, bare = [], []
-            for round_ in tqdm(range(OVERHEAD_ROUNDS), desc=f"overhead {name}"):
-                context = stage.context(name, exp, Path(scratch) / f"{name}-{round_}")
-                pipeline.append(training.fit(context)["seconds_per_epoch"])
-                bare.append(bare_keras_seconds_per_epoch(context))
-            rows.append({"experiment": name, "pipeline s/epoch": statistics.median(pipeline),
-                         "bare Keras s/epoch": statistics.median(bare),
-                         "overhead": statistics.median(pipeline) / statistics.median(bare) - 1})
+        os.environ["MLFLOW_TRACKING_URI"] = uri = f"sqlite:///{scratch}/mlflow.db"
+        mlflow.MlflowClient(uri).create_experiment("bench", artifact_location=(Path(scratch) / "artifacts").as_uri())
+        try:
+            rows = [_overhead(params, name, examples, Path(scratch)) for name, examples in OVERHEAD_EXPERIMENTS.items()]
+        finally:
+            if before is None:
+                os.environ.pop("MLFLOW_TRACKING_URI")
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = before
     return pd.DataFrame(rows)
+
+
+def _overhead(params: config.Params, name: str, examples: int | None, scratch: Path) -> dict:
+    from pipelines import stage, training
+
+    exp = params.experiments[name]
+    exp = exp.model_copy(update={"training": exp.training.model_copy(update={
+        "epochs": 2, "max_train_examples": examples, "early_stopping_patience": 0})})
+    pipeline, bare = [], []
+    for round_ in tqdm(range(OVERHEAD_ROUNDS), desc=f"overhead {name}"):
+        context = stage.context(name, exp, scratch / f"{name}-{round_}", mlflow_experiment="bench")
+        pipeline.append(training.fit(context)["seconds_per_epoch"])
+        bare.append(bare_keras_seconds_per_epoch(context))
+    return {"experiment": name, "pipeline s/epoch": statistics.median(pipeline),
+            "bare Keras s/epoch": statistics.median(bare),
+            "overhead": statistics.median(pipeline) / statistics.median(bare) - 1}
 
 
 def bare_keras_seconds_per_epoch(context) -> float:
@@ -179,7 +194,7 @@ def bare_keras_seconds_per_epoch(context) -> float:
     train_ds = task.batches(train_split, exp.training.batch_size, shuffle_buffer=exp.training.shuffle_buffer,
                             seed=exp.seed)
     val_ds = task.batches(splits.validation, exp.training.batch_size)
-    steps = sum(1 for _ in train_ds)
+    steps = math.ceil(training._count(train_split) / exp.training.batch_size)   # not by reading it: no warm cache
     model = models.build(exp.architecture, task.input_shape(splits), task.head(splits),
                          config.hyperparameters(exp), dtype=task.input_dtype)
     model.compile(optimizer=training.make_optimizer(exp.training, steps), loss=task.loss, metrics=list(task.metrics))
@@ -198,9 +213,12 @@ def settings_ratios() -> pd.DataFrame:
     figures = {}
     with tempfile.TemporaryDirectory() as scratch:
         for backend in ("tensorflow", "jax"):
-            subprocess.run([sys.executable, "-m", "pipelines.gpu_check", "--out", f"{scratch}/{backend}",
-                            "--seconds", "5"], cwd=paths.ROOT, check=True, capture_output=True,
-                           env={**os.environ, "KERAS_BACKEND": backend})
+            done = subprocess.run([sys.executable, "-m", "pipelines.gpu_check", "--out", f"{scratch}/{backend}",
+                                   "--seconds", "5"], cwd=paths.ROOT, capture_output=True, text=True,
+                                  env={**os.environ, "KERAS_BACKEND": backend})
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise StageError(f"pipelines.gpu_check under {backend} failed: {last}")
             figures[backend] = json.loads(Path(scratch, backend, "gpu_check.json").read_text())["results"]
     rows = []
     for model, tf_rows in figures["tensorflow"].items():

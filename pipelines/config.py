@@ -31,7 +31,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 BACKENDS = ("tensorflow", "jax")   # PyTorch's is not installed or tested here
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-# Measured (tests/pipelines/test_distribution.py): Keras 3.15's fit under
+# Measured (tests/pipelines/test_precision_devices.py): Keras 3.15's fit under
 # MultiWorkerMirroredStrategy, two workers on loopback ports, fails (keras-team/keras#20585).
 MULTI_WORKER_REFUSED = ("multi_worker is refused: Keras 3 cannot train under MultiWorkerMirroredStrategy "
                         "(keras-team/keras#20585); use mirrored (one machine, several devices)")
@@ -66,8 +66,9 @@ class Training(Strict):
     # does not keep: true turns op determinism off and the run is tagged `deterministic:
     # false`), on under JAX (which always compiles with XLA).
     jit_compile: bool | None = None
-    # none; mirrored: MirroredStrategy over the local GPUs, or over `devices` logical CPU
-    # devices on a machine without one; multi_worker is refused (MULTI_WORKER_REFUSED).
+    # none; mirrored: MirroredStrategy over the local GPUs (at most `devices` of them), or over
+    # `devices` logical CPU devices on a machine without one; multi_worker is refused
+    # (MULTI_WORKER_REFUSED).
     distribution: Literal["none", "mirrored", "multi_worker"] = "none"
     devices: int | None = Field(default=None, ge=1, le=64)
 

@@ -5,12 +5,13 @@ DVC removes a stage's outputs before it runs it, and the train stage writes into
 folder it wipes first, so neither may hold the backup: it lives in `<experiment>/backup/`
 beside `train/`. After epoch k, `Backup` writes into `backup/epoch-<k>/` every variable of
 the model and its optimizer (the seed generators' states too, which `save_weights` leaves
-out), the early stopping's counters and best weights, the history so far and `history.csv`,
-then points `backup/latest` at it (an atomic rename: a kill leaves the previous epoch's
-backup whole). A rerun of the same experiment (the same `key`: params, data, backend)
-restores it and fits from epoch k; the training batches are one endless stream
-(`Task.batches`), which the train stage skips k epochs into, so every later batch is the one
-the uninterrupted run would have drawn. A backup of anything else, or one that does not
+out), the early stopping's counters and best weights and whether it stopped the run, the
+history so far and `history.csv`, then points `backup/latest` at it (an atomic rename: a
+kill leaves the previous epoch's backup whole). A rerun of the same experiment (the same
+`key`: params, data, backend) restores it and fits from epoch k (or fits no more, if early
+stopping had ended it: a kill while the outputs were being written); the training batches
+are one endless stream (`Task.batches`), which the train stage skips k epochs into, so every
+later batch is the one the uninterrupted run would have drawn. A backup of anything else, or one that does not
 load, is discarded with a warning. The train stage removes it once its outputs are in place.
 """
 
@@ -34,6 +35,7 @@ class State:
     epoch: int                 # epochs done
     history_csv: Path          # their history.csv
     history: dict              # their logs, as fit's History holds them
+    stopped: bool              # early stopping ended the run after them: no epochs are left
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -41,7 +43,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
     def state(self) -> dict:
         return {"wait": self.wait, "best": None if self.best is None else float(self.best),
-                "best_epoch": self.best_epoch}
+                "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch}
 
     def restore(self, state: dict, best_weights: list[np.ndarray] | None) -> None:
         self._resumed = (state, best_weights)
@@ -51,8 +53,8 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         resumed = getattr(self, "_resumed", None)
         if resumed is not None:
             state, self.best_weights = resumed
-            self.wait, self.best_epoch = state["wait"], state["best_epoch"]
-            self.best = np.inf if state["best"] is None else state["best"]
+            self.wait, self.best_epoch, self.best = state["wait"], state["best_epoch"], state["best"]
+            self.stopped_epoch = state["stopped_epoch"]
 
 
 class Backup(keras.callbacks.Callback):
@@ -78,7 +80,8 @@ class Backup(keras.callbacks.Callback):
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
         (target / "state.json").write_text(json.dumps({"key": self.key, "epoch": done, "history": self.history,
-                                                       "early_stopping": stopping}))
+                                                       "early_stopping": stopping,
+                                                       "stopped": bool(self.model.stop_training)}))
         pointer = self.folder / (LATEST + ".tmp")
         pointer.write_text(target.name)
         pointer.replace(self.folder / LATEST)
@@ -133,8 +136,9 @@ def restore(folder: Path, key: str, model: keras.Model, early_stopping: Resumabl
                     type(e).__name__)
         shutil.rmtree(folder, ignore_errors=True)
         return None
-    log.info("resuming from the backup after epoch %d (%s)", meta["epoch"], target)
-    return State(meta["epoch"], target / "history.csv", meta["history"])
+    log.info("resuming from the backup after epoch %d (%s)%s", meta["epoch"], target,
+             ": early stopping had ended the run" if meta["stopped"] else "")
+    return State(meta["epoch"], target / "history.csv", meta["history"], meta["stopped"])
 
 
 def remove(folder: Path) -> None:

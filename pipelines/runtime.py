@@ -120,8 +120,9 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
 IMPORTS_LOG = "ARCHLAB_IMPORTS_LOG"
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main: known failures become one `error: ...` line and exit 1."""
+def run_stage(main: Callable[[], None], *, backend: str | None = None) -> None:
+    """Run a stage's main (under the Keras `backend`, if one is named: `ensure_backend`):
+    known failures become one `error: ...` line and exit 1."""
     import os
 
     setup_logging()
@@ -130,6 +131,8 @@ def run_stage(main: Callable[[], None]) -> None:
 
         atexit.register(_log_imports, Path(os.environ[IMPORTS_LOG]), list(sys.argv))
     try:
+        if backend is not None:
+            ensure_backend(backend)
         main()
     except (StageError, FileNotFoundError, ValueError) as e:   # datasets.RawDataError is a ValueError
         log.debug("stage failed", exc_info=True)

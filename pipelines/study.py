@@ -138,7 +138,7 @@ def _train_and_score(run: Run, study: config.Study, root: Path, data_dir: Path) 
     runtime.setup_logging()
     context = stage.context(run.name, run.experiment(study), root, data_dir=data_dir,
                             mlflow_experiment=MLFLOW_EXPERIMENT)
-    trained = training.fit(context)
+    trained = training.fit(context, resumable=False)
     scored = evaluation.score(context, keras.models.load_model(context.train_dir / "model.keras"))
     row = {"run": run.name, "cell": run.cell, "length": run.length, "clipnorm": run.clipnorm,
            "updates": study.training.epochs * study.training.steps_per_epoch,
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="data: generate the adding problem for every T; run: train every run")
     args = parser.parse_args(argv)
     step = prepare_data if args.step == "data" else run_study
-    runtime.run_stage(lambda: (runtime.ensure_backend("tensorflow"), step(config.load())))
+    runtime.run_stage(lambda: step(config.load()), backend="tensorflow")
 
 
 if __name__ == "__main__":

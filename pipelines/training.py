@@ -1,14 +1,15 @@
 """The one training path of every architecture (the `train` stage, the study, the sweep).
 
 The tf.data pipeline (cache, shuffle, batch, prefetch), Keras `fit` with its progress bar,
-the validation split (the tail of the training split) with early stopping, a checkpoint each
-epoch, the MLflow run. An architecture fitted in closed form (`Architecture.fit`) is fitted
+the validation split (the tail of the training split) with early stopping, the MLflow run,
+and (for the train stage) a backup of the training state each epoch that a killed run
+resumes from (`pipelines/resume.py`). An architecture fitted in closed form (`Architecture.fit`) is fitted
 first; gradient descent follows only if the architecture says it must
 (`Architecture.trains_by_gradient`), else its loss on both splits is the history's one row.
 
 Writes into `context.train_dir`: `model.keras`, `history.csv`, `metrics.json`,
 `learning_curves.png` (DVC outputs, the same bytes for the same seed) and, outside DVC
-(see `.dvcignore`), `checkpoints/last.keras`, `timings.json`, `machine.json` (the machine's
+(see `.dvcignore`), `timings.json`, `machine.json` (the machine's
 fingerprint) and `run.json` (the MLflow run the later stages add to).
 """
 
@@ -22,6 +23,7 @@ import math
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import keras
 import mlflow
@@ -55,8 +57,10 @@ def make_optimizer(training: config.Training, steps_per_epoch: int) -> keras.opt
     return keras.optimizers.get({"class_name": training.optimizer, "config": kwargs})
 
 
-def fit(context: stage.Context) -> dict[str, float]:
-    """Train the context's experiment into `context.train_dir`; its metrics."""
+def fit(context: stage.Context, *, resumable: bool = True) -> dict[str, float]:
+    """Train the context's experiment into `context.train_dir`; its metrics. `resumable`:
+    back the training state up each epoch in `context.root / "backup"` and resume from a
+    backup found there (the sweeps, whose runs live in a staging folder, have no use for it)."""
     name = context.name
     exp, splits, task = context.experiment, context.splits, context.task
     arch = models.get(exp.architecture)
@@ -87,7 +91,6 @@ def fit(context: stage.Context) -> dict[str, float]:
     model.summary(print_fn=log.info)
 
     with runtime.atomic_dir(context.train_dir) as out:
-        (out / "checkpoints").mkdir()
         with stage.mlflow_run(context, "train", run_dir=out):
             tracking.record_run(out, task.name)
             mlflow.log_params(tracking.flat_params(exp))
@@ -101,11 +104,11 @@ def fit(context: stage.Context) -> dict[str, float]:
                 arch.fit(model, inputs, targets, hyperparameters)
             if gradient:
                 with strategy.scope():
-                    history = _descend(model, train_ds, val_ds, training, steps_per_epoch, out,
-                                       context.root / "backup", _backup_key(exp))
+                    history, resumed = _descend(model, train_ds, val_ds, training, steps_per_epoch, out,
+                                                context.root / "backup" if resumable else None, _backup_key(exp))
                 seconds = time.perf_counter() - started
             else:
-                seconds = time.perf_counter() - started
+                seconds, resumed = time.perf_counter() - started, 0
                 model.optimizer.build(model.trainable_variables)  # saved like a trained model's
                 history = closed_form_history(model, task.batches(train_split, fitting.batch_size), val_ds,
                                               out / "history.csv")
@@ -123,12 +126,13 @@ def fit(context: stage.Context) -> dict[str, float]:
                        "best_val_loss": float(history["val_loss"][best]),
                        "num_parameters": int(model.count_params())}
             timings = {"train_seconds": round(seconds, 3), "peak_memory_mb": round(_peak_memory_mb(), 1)}
-            if gradient:
-                seen = len(losses) * (training.steps_per_epoch * training.batch_size if training.steps_per_epoch
-                                      else train_examples)
-                timings.update(seconds_per_epoch=round(seconds / len(losses), 3),
+            if gradient and len(losses) > resumed:   # the epochs this process ran (after a resume)
+                ran = len(losses) - resumed
+                seen = ran * (training.steps_per_epoch * training.batch_size if training.steps_per_epoch
+                              else train_examples)
+                timings.update(seconds_per_epoch=round(seconds / ran, 3),
                                train_examples_per_second=round(seen / seconds, 1))
-            else:
+            elif not gradient:
                 timings["train_examples_per_second"] = round(train_examples / max(seconds, 1e-9), 1)
             runtime.write_json(out / "metrics.json", metrics)
             runtime.write_json(out / paths.TIMINGS, timings)
@@ -140,21 +144,24 @@ def fit(context: stage.Context) -> dict[str, float]:
             if isinstance(example, tuple):   # several inputs (seq2seq): by the model's input names
                 example = {i.name: x for i, x in zip(model.inputs, example)}
             tracking.log_keras_model(model, example)
-    resume.remove(context.root / "backup")   # the outputs are in place: nothing to resume
+    if resumable:
+        resume.remove(context.root / "backup")   # the outputs are in place: nothing to resume
     log.info("trained %s in %.1f s (%d epochs)", name, seconds, len(losses))
     return {**metrics, **timings}
 
 
 def distribution(training: config.Training):
     """The tf.distribute strategy of `training.distribution`: the default (one device), or
-    MirroredStrategy over the local GPUs (the first `training.devices` of them), or over the
-    logical CPU devices (`runtime.setup` splits the CPU into `training.devices`) where there is
-    no GPU. The batch size stays the global one, split among the replicas."""
+    MirroredStrategy over the local GPUs (the first `training.devices` of them; all of them,
+    with a warning, where there are fewer), or over the logical CPU devices (`runtime.setup`
+    splits the CPU into `training.devices`) where there is no GPU. The batch size stays the
+    global one, split among the replicas; the run's `devices` tag says how many there were."""
     if training.distribution == "none":
         return tf.distribute.get_strategy()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     if training.devices and gpus and len(gpus) < training.devices:
-        raise StageError(f"training.devices is {training.devices} but this machine has {len(gpus)} GPU(s)")
+        log.warning("training.devices is %d but this machine has %d GPU(s): mirrored over those",
+                    training.devices, len(gpus))
     devices = gpus[:training.devices] if gpus else [d.name for d in tf.config.list_logical_devices("CPU")]
     return _mirrored(tuple(devices))
 
@@ -186,34 +193,38 @@ def _peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _descend(model: keras.Model, train_ds, val_ds, training: config.Training, steps_per_epoch: int, out, backup,
-             key: str) -> dict[str, list[float]]:
-    """Gradient descent with Keras `fit`: NaN stop, a checkpoint each epoch, the CSV history,
-    early stopping on the validation loss (if `early_stopping_patience`), MLflow curves, and a
-    backup of the training state each epoch in `backup`, which a rerun resumes from
-    (`pipelines/resume.py`)."""
+def _descend(model: keras.Model, train_ds, val_ds, training: config.Training, steps_per_epoch: int, out,
+             backup: Path | None, key: str) -> tuple[dict[str, list[float]], int]:
+    """Gradient descent with Keras `fit`: NaN stop, the CSV history, early stopping on the
+    validation loss (if `early_stopping_patience`), MLflow curves and, unless `backup` is None,
+    a backup of the training state each epoch in `backup`, which a rerun resumes from
+    (`pipelines/resume.py`). The whole history, and the epochs of it the backup gave."""
     stopping = resume.ResumableEarlyStopping(monitor="val_loss", patience=training.early_stopping_patience,
                                              restore_best_weights=True, verbose=1) \
         if training.early_stopping_patience else None
-    state = resume.restore(backup, key, model, stopping)
+    state = resume.restore(backup, key, model, stopping) if backup is not None else None
     if state is not None:
         shutil.copyfile(state.history_csv, out / "history.csv")
-        train_ds = train_ds.skip(state.epoch * steps_per_epoch)   # the batches the epochs before drew
+        # the batches the epochs before drew: Keras pulls `steps_per_execution` at a time
+        executions = math.ceil(steps_per_epoch / training.steps_per_execution)
+        train_ds = train_ds.skip(state.epoch * executions * training.steps_per_execution)
         for epoch, values in enumerate(zip(*state.history.values())):   # the run's curves from epoch 0
             mlflow.log_metrics(dict(zip(state.history, values)), step=epoch)
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(out / "checkpoints" / "last.keras"),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=state is not None),
         *([stopping] if stopping else []),
-        resume.Backup(backup, key, out / "history.csv", stopping, state.history if state else None),
+        *([resume.Backup(backup, key, out / "history.csv", stopping, state.history if state else None)]
+          if backup is not None else []),
     ]
+    initial_epoch = 0 if state is None else training.epochs if state.stopped else state.epoch
     history = model.fit(train_ds, validation_data=val_ds, epochs=training.epochs,
-                        steps_per_epoch=steps_per_epoch, initial_epoch=state.epoch if state else 0,
+                        steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
                         callbacks=[*callbacks, MlflowCallback()], shuffle=False,   # tf.data shuffles
                         verbose=2 if not sys.stdout.isatty() else 1).history
     earlier = state.history if state else {}
-    return {k: [*earlier.get(k, []), *v] for k, v in history.items()}
+    return {k: [*earlier.get(k, []), *history.get(k, [])] for k in dict.fromkeys([*earlier, *history])}, \
+        state.epoch if state else 0
 
 
 def _backup_key(exp: config.Experiment) -> str:

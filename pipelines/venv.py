@@ -97,11 +97,14 @@ def commands(kind: str, venv: Path = VENV) -> list[list[str]]:
 
 
 def ensure(choice: str, *, root: Path = ROOT, venv: Path = VENV, dry_run: bool = False) -> str:
-    """Make `venv` hold the chosen build's locked set, unless it already does; the build."""
-    kind = build(choice)
+    """Make `venv` hold the chosen build's locked set, unless it already does; the build.
+    `auto` keeps the build a finished `venv` has (a `GPU=0` environment on a GPU machine, or
+    a CUDA one while nvidia-smi hiccups, is not swapped behind the user's back); 1 and 0 switch."""
     stamp = venv / STAMP
-    wanted = fingerprint(kind, root)
     current = stamp.read_text() if stamp.exists() else None
+    installed = current.split()[0] if current else None
+    kind = installed if choice == "auto" and installed in LOCKS else build(choice)
+    wanted = fingerprint(kind, root)
     if current == wanted:
         return kind
     steps = commands(kind, venv)
@@ -122,14 +125,22 @@ def ensure(choice: str, *, root: Path = ROOT, venv: Path = VENV, dry_run: bool =
 
 def resolve(kind: str, *, root: Path = ROOT, uv: Path = VENV / "bin" / "uv") -> str:
     """`kind`'s lock as `uv pip compile` resolves it now from pyproject.toml: the CPU one
-    keeping the versions of the current requirements.lock, the CUDA one those it shares with it."""
+    preferring the versions of the current requirements.lock (uv's existing output file: a pin
+    bumped in pyproject.toml moves what it must), the CUDA one held to those it shares with it."""
+    import tempfile
+
     extras = [arg for extra in [*EXTRAS.split(","), kind] for arg in ("--extra", extra)]
-    result = subprocess.run([str(uv), "pip", "compile", "--quiet", "pyproject.toml", *extras, *TARGET,
-                             "--no-header", "--no-annotate", "-c", LOCKS["cpu"]],
-                            cwd=root, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"error: uv pip compile of the {kind} lock failed: {result.stderr.strip()[-500:]}")
-    return result.stdout
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / LOCKS[kind]
+        if kind == "cpu":
+            shutil.copyfile(root / LOCKS["cpu"], out)
+        keep = ["-c", LOCKS["cpu"]] if kind != "cpu" else []
+        result = subprocess.run([str(uv), "pip", "compile", "--quiet", "pyproject.toml", *extras, *TARGET,
+                                 "--no-header", "--no-annotate", *keep, "-o", str(out)],
+                                cwd=root, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SystemExit(f"error: uv pip compile of the {kind} lock failed: {result.stderr.strip()[-500:]}")
+        return out.read_text()
 
 
 def pins(text: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")   # a sample even of a tiny training
 
+import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -94,6 +95,19 @@ def every_dataset(tfds_dir, root):
         ArchlabAddition.SPLITS = sizes
     datasets.prepare("fortunes", data_dir=tfds / "fortunes", raw_dir=root / "raw")
     return tfds
+
+
+def all_runs(uri: str | None = None, filter_string: str = "") -> list:
+    """The MLflow runs of every experiment in the store at `uri` (default: the current one)."""
+    client = mlflow.MlflowClient(uri)
+    return client.search_runs([e.experiment_id for e in client.search_experiments()], filter_string=filter_string)
+
+
+def float32_parity(exported: dict[str, float]) -> float:
+    """The largest Keras-to-TFLite difference of the float32 files an export reported."""
+    diffs = [v for k, v in exported.items() if k.startswith("tflite_float32") and k.endswith("max_abs_diff")]
+    assert diffs, exported
+    return max(diffs)
 
 
 def tiny_params(extra_datasets: tuple[str, ...] = (), **overrides) -> dict:

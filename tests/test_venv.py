@@ -88,6 +88,7 @@ def test_another_build_replaces_the_environment_and_the_same_one_installs_nothin
     monkeypatch.setattr(venv, "build", lambda choice: "cpu")
     assert venv.ensure("auto", venv=env) == "cpu" and ran == []   # up to date: nothing runs
     monkeypatch.setattr(venv, "build", lambda choice: "cuda")
+    assert venv.ensure("auto", venv=env) == "cpu" and ran == []   # auto keeps the build it has
     assert venv.ensure("1", venv=env) == "cuda"
     assert [step[1:3] for step in ran] == [["-m", "venv"], ["-m", "pip"], ["pip", "install"]]
     assert not (env / "lib").exists()   # the CPU build's files went with the old environment

@@ -4,32 +4,22 @@ model is evaluated and exported under TensorFlow's, through the same parity gate
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import keras
-import mlflow
 import numpy as np
 import pytest
 
 import models
 from pipelines import config, evaluate, export, paths
-from tests.conftest import every_architecture, every_dataset
+from tests import children
+from tests.conftest import all_runs, every_architecture, every_dataset, float32_parity
 
 pytestmark = pytest.mark.slow
 
 # Train every experiment of `every_architecture(backend="jax")` in a scratch outputs tree.
 UNDER_JAX = """
-import json, os, sys
-from pathlib import Path
 import keras
-from pipelines import config, paths, train
+from pipelines import config, train
 from tests.conftest import every_architecture
-root, tfds = Path(sys.argv[1]), Path(sys.argv[2])
-paths.TFDS_DIR, paths.EXPERIMENTS = tfds, root / "experiments"
-os.chdir(root)
 params = config.validate(every_architecture(backend="jax"))
 trained = {name: train.train(name, params) for name in params.experiments}
 print(json.dumps({"backend": keras.backend.backend(), "trained": trained}))
@@ -40,13 +30,7 @@ print(json.dumps({"backend": keras.backend.backend(), "trained": trained}))
 def under_jax(tfds_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("jax")
     tfds = every_dataset(tfds_dir, root)
-    (root / "under_jax.py").write_text(UNDER_JAX)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(paths.ROOT),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    result = subprocess.run([sys.executable, str(root / "under_jax.py"), str(root), str(tfds)], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root, tfds, json.loads(result.stdout.strip().splitlines()[-1])
+    return root, tfds, children.run(root, tfds, UNDER_JAX, timeout=900, KERAS_BACKEND="jax")
 
 
 def test_every_registered_architecture_trains_under_jax(under_jax):
@@ -56,8 +40,7 @@ def test_every_registered_architecture_trains_under_jax(under_jax):
     for name, metrics in report["trained"].items():
         assert np.isfinite(metrics["best_val_loss"]), name
         assert (root / "experiments" / name / "train" / "model.keras").exists(), name
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = all_runs(f"sqlite:///{root / 'mlflow.db'}")
     assert sorted({r.info.run_name for r in runs}) == models.names()
     assert {r.data.tags["keras_backend"] for r in runs} == {"jax"}
     # XLA promises no bit-identical reruns: measured here, the LSTM trained twice with one seed
@@ -78,5 +61,4 @@ def test_a_jax_trained_model_is_evaluated_and_exported_under_tensorflow(under_ja
         scores = evaluate.evaluate(name, params)
         assert all(np.isfinite(v) for v in scores.values() if isinstance(v, float)), name
         exported = export.export(name, params)
-        diffs = [v for k, v in exported.items() if k.startswith("tflite_float32") and k.endswith("max_abs_diff")]
-        assert diffs and max(diffs) <= 1e-4, (name, exported)
+        assert float32_parity(exported) <= 1e-4, (name, exported)

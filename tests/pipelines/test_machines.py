@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
 import pytest
 
-from pipelines import compare, paths, sync
+from pipelines import compare, sync
+from tests import children
 from tests.servers import REQUIRE_VARIABLE, tracking_server
 
 pytestmark = pytest.mark.slow
@@ -24,15 +24,10 @@ pytestmark = pytest.mark.slow
 # One machine's work: the tiny mlp's train, evaluate and export stages in a scratch outputs
 # tree, logging wherever MLFLOW_TRACKING_URI points.
 MACHINE = """
-import os, sys
-from pathlib import Path
-from pipelines import config, evaluate, export, paths, train
+from pipelines import config, evaluate, export, train
 from tests.conftest import tiny_params
-root, tfds, seed = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
-paths.TFDS_DIR, paths.EXPERIMENTS = tfds, root / "experiments"
-os.chdir(root)
 doc = tiny_params()
-doc["experiments"]["mlp"]["seed"] = seed
+doc["experiments"]["mlp"]["seed"] = int(args[0])
 params = config.validate(doc)
 train.train("mlp", params)
 evaluate.evaluate("mlp", params)
@@ -52,12 +47,10 @@ def server():
 
 
 def _machine(host: str, root: Path, tfds: Path, seed: int, env: dict[str, str]) -> subprocess.CompletedProcess:
-    root.mkdir(parents=True)
-    (root / "machine.py").write_text(MACHINE)
     command = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', host,
-               sys.executable, str(root / "machine.py"), str(root), str(tfds), str(seed)]
+               *children.command(root, tfds, MACHINE, seed)]
     return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root,
-                          env={**os.environ, "PYTHONPATH": str(paths.ROOT), "TF_CPP_MIN_LOG_LEVEL": "2", **env})
+                          env=children.environment(root, **env))
 
 
 def test_two_machines_log_at_once_an_offline_one_syncs_and_compare_lays_them_side_by_side(

@@ -5,29 +5,21 @@ failure under Keras 3 is pinned (params refuse it with that reason)."""
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import subprocess
 import sys
 
 import keras
-import mlflow
 import numpy as np
 import pytest
 
 import models
 from pipelines import config, export, paths, stage, train
 from pipelines.schema import ParamsError
-from tests.conftest import every_architecture, every_dataset, tiny_params
+from tests import children
+from tests.conftest import all_runs, every_architecture, every_dataset, float32_parity, tiny_params
 
 FAMILIES = ("mlp", "cnn", "lstm", "esn", "seq2seq", "conv_autoencoder", "vae")   # one of each module
-
-
-def _runs(name: str):
-    client = mlflow.MlflowClient()
-    return client.search_runs([e.experiment_id for e in client.search_experiments()],
-                              filter_string=f"attributes.run_name = '{name}'")
 
 
 @pytest.fixture
@@ -46,9 +38,8 @@ def test_each_family_trains_in_mixed_bfloat16_and_exports_float32_tflite_within_
         assert models.precision(model) == "mixed_bfloat16", name
         assert models.precision(stage.in_float32(model)) == "float32"
         exported = export.export(name, params)
-        diffs = [v for k, v in exported.items() if k.startswith("tflite_float32") and k.endswith("max_abs_diff")]
-        assert diffs and max(diffs) <= 1e-4, (name, exported)
-        assert _runs(name)[0].data.tags["precision"] == "mixed_bfloat16"
+        assert float32_parity(exported) <= 1e-4, (name, exported)
+        assert all_runs(filter_string=f"attributes.run_name = '{name}'")[0].data.tags["precision"] == "mixed_bfloat16"
     mlp = stage.trained_model("mlp")
     assert mlp.get_layer("outputs").dtype_policy.name == "float32"      # softmax in float32
     assert mlp.get_layer("dense_0").compute_dtype == "bfloat16"
@@ -62,7 +53,7 @@ def test_mixed_float16_scales_the_loss(workspace):
     doc = tiny_params()
     doc["experiments"]["mlp"]["training"].update(precision="mixed_float16", epochs=1)
     train.train("mlp", config.validate(doc))
-    tags = _runs("mlp")[0].data.tags
+    tags = all_runs(filter_string="attributes.run_name = 'mlp'")[0].data.tags
     assert (tags["precision"], tags["loss_scaling"]) == ("mixed_float16", "dynamic")
     assert models.precision(keras.models.load_model(paths.train_dir("mlp") / "model.keras")) == "mixed_float16"
 
@@ -72,14 +63,14 @@ def test_xla_turns_op_determinism_off_and_the_run_says_so(workspace):
     doc["experiments"]["mlp"]["training"].update(jit_compile=True, epochs=1)
     try:
         train.train("mlp", config.validate(doc))
-        tags = _runs("mlp")[0].data.tags
+        tags = all_runs(filter_string="attributes.run_name = 'mlp'")[0].data.tags
         assert (tags["xla"], tags["deterministic"]) == ("on", "false")
     finally:
         from pipelines import runtime
 
         runtime.setup(0)   # op determinism back on for the tests after this one
     train.train("mlp", config.validate(tiny_params()))
-    assert _runs("mlp")[0].data.tags["deterministic"] == "true"
+    assert all_runs(filter_string="attributes.run_name = 'mlp'")[0].data.tags["deterministic"] == "true"
 
 
 @pytest.mark.parametrize(("training", "message"), [
@@ -101,14 +92,9 @@ def test_bad_settings_are_one_line_errors(training, message):
 # The MLP, the CNN and an LSTM under MirroredStrategy over two logical CPU devices (the split
 # must come before TensorFlow starts: a process of its own).
 MIRRORED = """
-import json, os, sys
-from pathlib import Path
 import tensorflow as tf
-from pipelines import config, evaluate, paths, train
+from pipelines import config, evaluate, train
 from tests.conftest import every_architecture
-root, tfds = Path(sys.argv[1]), Path(sys.argv[2])
-paths.TFDS_DIR, paths.EXPERIMENTS = tfds, root / "experiments"
-os.chdir(root)
 doc = every_architecture(distribution="mirrored", devices=2)
 doc["experiments"] = {k: doc["experiments"][k] for k in ("mlp", "cnn", "lstm")}
 doc["experiments"]["lstm"]["training"]["batch_size"] = 4   # the 4 validation sequences: 2 per replica
@@ -120,18 +106,12 @@ print(json.dumps({"devices": [d.name for d in tf.config.list_logical_devices("CP
 
 @pytest.mark.slow
 def test_mirrored_strategy_trains_over_two_logical_cpu_devices(tfds_dir, tmp_path):
-    (tmp_path / "mirrored.py").write_text(MIRRORED)
-    env = {**os.environ, "PYTHONPATH": str(paths.ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    result = subprocess.run([sys.executable, str(tmp_path / "mirrored.py"), str(tmp_path), str(tfds_dir)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = children.run(tmp_path, tfds_dir, MIRRORED)
     assert report["devices"] == ["/device:CPU:0", "/device:CPU:1"]
     assert sorted(report["runs"]) == ["cnn", "lstm", "mlp"]
     for name, metrics in report["runs"].items():
         assert np.isfinite(metrics["best_val_loss"]) and 0 <= metrics["test_accuracy"] <= 1, name
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    runs = all_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert {r.data.tags["devices"] for r in runs} == {"2"}
 
 

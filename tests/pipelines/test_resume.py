@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from pipelines import config, paths, train
+from pipelines import config, paths, runtime, train
+from tests import children
 from tests.conftest import tiny_params
 
 pytestmark = pytest.mark.slow
@@ -28,25 +27,16 @@ SLOW_CNN = {"architecture": "cnn", "dataset": "digits", "seed": 11,
             "export": {"latency_runs": 2}}
 
 TRAIN = """
-import os, sys
-from pathlib import Path
-from pipelines import config, paths, runtime, train
+from pipelines import config, runtime, train
 from tests.conftest import tiny_params
 runtime.setup_logging()
-root, tfds = Path(sys.argv[1]), Path(sys.argv[2])
-paths.TFDS_DIR, paths.EXPERIMENTS = tfds, root / "experiments"
-os.chdir(root)
-doc = tiny_params(cnn=__import__("json").loads(sys.argv[3]))
+doc = tiny_params(cnn=json.loads(args[0]))
 train.train("cnn", config.validate(doc))
 """
 
 
 def _start(root, tfds_dir):
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "train.py").write_text(TRAIN)
-    env = {**os.environ, "PYTHONPATH": str(paths.ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
-    return subprocess.Popen([sys.executable, str(root / "train.py"), str(root), str(tfds_dir), json.dumps(SLOW_CNN)],
-                            cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return children.start(root, tfds_dir, TRAIN, json.dumps(SLOW_CNN))
 
 
 def _outputs(root) -> dict[str, bytes]:
@@ -56,8 +46,8 @@ def _outputs(root) -> dict[str, bytes]:
 
 def test_a_killed_train_stage_resumes_from_its_backup_and_ends_with_the_same_bytes(tfds_dir, tmp_path):
     whole = _start(tmp_path / "whole", tfds_dir)
-    _, err = whole.communicate(timeout=600)
-    assert whole.returncode == 0, err[-3000:]
+    whole.wait(timeout=600)
+    assert whole.returncode == 0, children.output(tmp_path / "whole")[-3000:]
     assert not (tmp_path / "whole" / "experiments" / "cnn" / "backup").exists()   # removed once done
 
     root = tmp_path / "killed"
@@ -68,14 +58,15 @@ def test_a_killed_train_stage_resumes_from_its_backup_and_ends_with_the_same_byt
         assert time.monotonic() < deadline
         time.sleep(0.01)
     killed.send_signal(signal.SIGKILL)
-    killed.communicate()
+    killed.wait()
     assert killed.returncode == -signal.SIGKILL, "training ended before it could be killed"
     saved = int(latest.read_text().removeprefix("epoch-"))
     assert 2 <= saved < SLOW_CNN["training"]["epochs"]
     assert not (root / "experiments" / "cnn" / "train" / "model.keras").exists()
 
     rerun = _start(root, tfds_dir)
-    _, err = rerun.communicate(timeout=600)
+    rerun.wait(timeout=600)
+    err = children.output(root)
     assert rerun.returncode == 0, err[-3000:]
     assert f"resuming from the backup after epoch {saved}" in err
     assert _outputs(root) == _outputs(tmp_path / "whole")
@@ -102,3 +93,32 @@ def test_an_unusable_backup_is_discarded_with_a_warning(workspace, caplog, spoil
     assert any("discarding the training backup" in r.getMessage() for r in caplog.records)
     assert (paths.train_dir("mlp") / "model.keras").read_bytes() == fresh
     assert not backup.exists()
+
+
+@pytest.mark.parametrize("case", ["after the last epoch", "after early stopping"])
+def test_a_kill_while_the_outputs_are_written_resumes_without_training_more(workspace, caplog, case):
+    doc = tiny_params()
+    if case == "after early stopping":
+        doc["experiments"]["mlp"]["training"].update(epochs=40, learning_rate=0.05, early_stopping_patience=1)
+    params = config.validate(doc)
+    train.train("mlp", params)
+    files = ("model.keras", "history.csv", "metrics.json")
+    whole = {name: (paths.train_dir("mlp") / name).read_bytes() for name in files}
+    epochs = json.loads(whole["metrics.json"])["epochs_run"]
+    assert (epochs < params.experiments["mlp"].training.epochs) == (case == "after early stopping")
+    shutil.rmtree(paths.train_dir("mlp"))
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed while saving")
+
+    with pytest.MonkeyPatch.context() as patch:   # every epoch backed up, then a kill before the outputs
+        patch.setattr(runtime, "save_keras", killed)
+        with pytest.raises(RuntimeError, match="killed while saving"):
+            train.train("mlp", params)
+    assert (paths.experiment_dir("mlp") / "backup" / "latest").read_text() == f"epoch-{epochs}"
+    with caplog.at_level(logging.INFO, logger="archlab.resume"):
+        train.train("mlp", params)
+    said = [r.getMessage() for r in caplog.records if "resuming from the backup" in r.getMessage()]
+    assert said and f"after epoch {epochs}" in said[0]
+    assert ("early stopping had ended the run" in said[0]) == (case == "after early stopping")
+    assert {name: (paths.train_dir("mlp") / name).read_bytes() for name in files} == whole

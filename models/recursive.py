@@ -76,10 +76,10 @@ class TreeComposition(layers.Layer):
     def call(self, nodes):
         tokens, children = nodes[..., 0], nodes[..., 1:]
         batch, count = ops.shape(nodes)[0], nodes.shape[1]
-        real = ops.expand_dims(ops.cast(ops.greater(tokens, 0), self.compute_dtype), -1)   # (B, N, 1)
-        # children's rows in the batch flattened to (B * N) rows
-        offsets = ops.reshape(ops.arange(batch, dtype="int32") * count, (-1, 1, 1))
-        rows = ops.reshape(children + offsets, (-1,))
+        present = ops.greater(tokens, 0)
+        real = ops.expand_dims(ops.cast(present, self.compute_dtype), -1)   # (B, N, 1)
+        first = ops.arange(batch, dtype="int32") * count   # each tree's first row in the flattened (B * N) rows
+        rows = ops.reshape(children + ops.reshape(first, (-1, 1, 1)), (-1,))
         x = ops.matmul(ops.take(ops.cast(self.embeddings, self.compute_dtype), tokens, axis=0),
                        ops.cast(self.input_kernel, self.compute_dtype)) + ops.cast(self.bias, self.compute_dtype)
         u_kernel = ops.cast(self.child_kernel, self.compute_dtype)
@@ -104,7 +104,7 @@ class TreeComposition(layers.Layer):
                             + gathered(ops.matmul(h, ops.cast(self.forget_kernel, self.compute_dtype))))
             c = real * (i * u + ops.sum(f * gathered(c), axis=2))
             h = real * o * ops.tanh(c)
-        roots = ops.sum(ops.cast(ops.greater(tokens, 0), "int32"), axis=1) + ops.arange(batch, dtype="int32") * count
+        roots = first + ops.sum(ops.cast(present, "int32"), axis=1)   # the root is the last node
         return ops.take(ops.reshape(h, (-1, self.units)), roots, axis=0)
 
     def compute_output_shape(self, input_shape):

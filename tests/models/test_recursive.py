@@ -26,10 +26,8 @@ def trees(n: int, seed: int = 0, depths=range(1, 5)) -> np.ndarray:
                              if len(listops.nodes(t)[0]) <= NODES):
         if i == n:
             break
-        tokens, children = listops.nodes(tree)
-        out[i, :len(tokens), 0] = tokens
-        for v, kids in enumerate(children):
-            out[i, v, 1:1 + len(kids)] = kids
+        ex = listops.example(tree)
+        out[i, :, 0], out[i, :, 1:] = ex["node_tokens"][:NODES], ex["children"][:NODES]
     assert out[:, 1, 0].all(), "too few small trees drawn"
     return out
 

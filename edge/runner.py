@@ -4,6 +4,7 @@
     python runner.py generate <tflite folder> [--variant float32] [TEXT ...]
     python runner.py reconstruct <tflite folder> images.npy [--variant float32] [--output out.npy]
     python runner.py sample <tflite folder> N [--seed 0] [--variant float32] --output out.npy
+    python runner.py tree model.tflite trees.npz [--labels labels.txt] [--output preds.npy]
 
 `inputs.npy` holds float32 inputs shaped like the model's input without the batch
 axis, or with it ((N, ...) for N samples). Inputs are scaled as in training
@@ -244,23 +245,52 @@ def sample(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"generate": generate, "reconstruct": reconstruct, "sample": sample}
+def tree_arrays(arrays, sample_shape: tuple) -> np.ndarray:
+    """Trees as a tree model's inputs (n, N, 1 + A): from `node_tokens` (n, N') and
+    `children` (n, N', A') in post-order, node 0 the padding node (as the ListOps builder
+    writes them), zero-padded or cut to the model's N nodes and A child slots."""
+    missing = sorted({"node_tokens", "children"} - set(arrays))
+    if missing:
+        found = ", ".join(sorted(arrays)) or "nothing"
+        raise ValueError(f"the trees file has no {' or '.join(missing)} (it has {found})")
+    tokens, children = np.asarray(arrays["node_tokens"]), np.asarray(arrays["children"])
+    if tokens.ndim == 1:   # one tree
+        tokens, children = tokens[None], children[None]
+    if tokens.ndim != 2 or children.shape[:2] != tokens.shape or children.ndim != 3:
+        raise ValueError(f"node_tokens {tokens.shape} and children {children.shape}: expected (n, N) and (n, N, A)")
+    nodes, slots = int(sample_shape[0]), int(sample_shape[1]) - 1
+    sizes = np.count_nonzero(tokens, axis=1) + 1
+    if sizes.max(initial=0) > nodes or np.any(children[:, :, slots:]) or children.max(initial=0) >= nodes:
+        raise ValueError(f"a tree has more than {nodes - 1} nodes or {slots} children: more than the model takes")
+    out = np.zeros((len(tokens), nodes, 1 + slots), np.int32)
+    width = min(nodes, tokens.shape[1])
+    out[:, :width, 0] = tokens[:, :width]
+    out[:, :width, 1:1 + min(slots, children.shape[2])] = children[:, :width, :slots]
+    return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] and argv[0] in COMMANDS:
-        return COMMANDS[argv[0]](argv[1:])
-    parser = argparse.ArgumentParser(description="Predict with an archlab TFLite model: a class "
-                                     "(name) per input, or its value for one-output models.")
-    parser.add_argument("model", help="a .tflite file")
-    parser.add_argument("inputs", help="a .npy file of inputs")
+def tree(argv: list[str]) -> int:
+    def trees(path: str, model: TFLiteModel) -> np.ndarray:
+        with np.load(path) as arrays:
+            return tree_arrays(arrays, model.sample_shape)
+
+    return predict(argv, "runner.py tree", "Classify trees with an archlab tree model (a recursive net or "
+                   "Tree-LSTM): one class per tree.", "a .tflite file whose input is (1, N, 1 + A) node arrays",
+                   "a .npz file of node_tokens (n, N) and children (n, N, A), post-order", trees)
+
+
+def predict(argv: list[str], prog: str | None, description: str, model_help: str, inputs_help: str,
+            load=lambda path, model: np.load(path)) -> int:
+    """Predict with one model, one line per input; `load(path, model)` reads the inputs."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("model", help=model_help)
+    parser.add_argument("inputs", help=inputs_help)
     parser.add_argument("--labels", help="a text file of class names, one per line")
     parser.add_argument("--output", help="also save the raw outputs to this .npy file")
     args = parser.parse_args(argv)
     try:
         model = TFLiteModel(args.model)
-        outputs = model.predict(np.load(args.inputs))
+        outputs = model.predict(load(args.inputs, model))
         names = open(args.labels).read().splitlines() if args.labels else None
     except (OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -270,6 +300,17 @@ def main(argv: list[str] | None = None) -> int:
     for row in outputs:
         print(describe(row, names))
     return 0
+
+
+COMMANDS = {"generate": generate, "reconstruct": reconstruct, "sample": sample, "tree": tree}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    return predict(argv, None, "Predict with an archlab TFLite model: a class (name) per input, or its value "
+                   "for one-output models.", "a .tflite file", "a .npy file of inputs")
 
 
 def describe(output: np.ndarray, names: list[str] | None = None) -> str:

@@ -31,7 +31,9 @@ Hyperparameters:
     activation:             f of the simple RNN (LSTM and GRU keep tanh and σ).
     dropout_rate:           dropout on each layer's inputs x_t while training.
     recurrent_dropout_rate: dropout on the recurrent state h_{t-1} while training.
-    masking:                skip padded steps (all features 0) of variable-length input.
+    masking:                skip padded steps (all features 0, or token id 0) of variable-length input.
+    vocabulary:             token ids 0..vocabulary-1 (0: padding), for int32 token inputs (the
+                            ListOps token strings), which an embedding of `embedding_dim` reads first.
     dense_units:            widths of dense layers between the last state and the output.
     unroll:                 unroll the time loop (short sequences; a TFLite fallback).
 """
@@ -45,7 +47,8 @@ from pydantic import Field
 from models.registry import Head, Hyperparameters, register
 
 CELLS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
-TASKS = ("sequence_classification", "forecasting", "sequence_regression", "sequence_tagging")
+TASKS = ("sequence_classification", "forecasting", "sequence_regression", "sequence_tagging",
+         "tree_classification")
 
 
 class RecurrentParams(Hyperparameters):
@@ -57,12 +60,20 @@ class RecurrentParams(Hyperparameters):
     masking: bool = True
     dense_units: list[int] = []
     unroll: bool = False
+    vocabulary: int | None = Field(default=None, ge=2)
+    embedding_dim: int = Field(default=32, ge=1)
 
 
 def build_recurrent(inputs: keras.KerasTensor, head: Head, params: RecurrentParams, *,
                     cell: str, bidirectional: bool) -> keras.Model:
     """A stack of `cell` layers (optionally bidirectional), dense layers, the task's output."""
-    x = layers.Masking(mask_value=0.0, name="masking")(inputs) if params.masking else inputs
+    if "int" in str(inputs.dtype):   # token ids: embedded, id 0 the padding
+        if params.vocabulary is None:
+            raise ValueError("token-id inputs need hyperparameters.vocabulary (the number of token ids)")
+        x = layers.Embedding(params.vocabulary, params.embedding_dim, mask_zero=params.masking,
+                             name="embedding")(inputs)
+    else:
+        x = layers.Masking(mask_value=0.0, name="masking")(inputs) if params.masking else inputs
     for i in range(params.layers):
         options = {"return_sequences": head.per_step or i < params.layers - 1, "dropout": params.dropout_rate,
                    "recurrent_dropout": params.recurrent_dropout_rate, "unroll": params.unroll}

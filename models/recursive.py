@@ -21,11 +21,25 @@ Socher & Manning 2015), for order-free composition (ListOps' operators all are):
     c_v = i_v * u_v + sum_k f_vk * c_ck,              h_v = o_v * tanh(c_v)
 
 Evaluation without a loop over the tree: `iterations` rounds each recompute every node from
-its children's states of the round before (gather, then compose), all with the same
-weights. After round t every node of height < t is exact (a leaf after one round), so
-`iterations` must exceed the deepest tree's depth; more rounds change nothing. The rounds
-are unrolled in the graph, so the model converts to TFLite with builtin ops only (GATHER,
+its children's states of the round before, all with the same weights. The children are
+read through the tree's adjacency, built once per tree from the child indices as one-hot
+rows (`S`: row (v, k) picks v's k-th child; `A = sum_k S_k`: row v sums v's children), so a
+round is matrix products: [h_c1; ...; h_cA] = S h, h~ = A h, sum_k f_vk * c_ck = A (f * c)
+where f_k = sigmoid(W_f x_parent(k) + U_f h_k + b_f) is computed at each child (a child has
+one parent). After round t every node of height < t is exact (a leaf after one round), so
+`iterations` must exceed the deepest tree's depth; more rounds change nothing. The number of
+nodes N is free (batches are cut to their largest tree); the rounds are unrolled in the
+graph, so the model converts to TFLite with builtin ops only (ONE_HOT, BATCH_MATMUL,
 FULLY_CONNECTED, ...): no while loop, no TensorList, no scatter.
+
+Hyperparameters:
+    vocabulary:     token ids 0..vocabulary-1 (0: padding); ListOps has 16.
+    embedding_dim:  width of the token embedding x_v.
+    units:          width of the node state h_v (and c_v).
+    iterations:     rounds of composition, more than the deepest tree's depth (the deep
+                    test trees' too: ListOps d5's `deep` split goes to depth 8).
+    dense_units:    widths of dense layers between the root's h and the output.
+    dropout_rate:   dropout on the root's h while training.
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ import keras
 from keras import layers, ops
 from pydantic import Field
 
-from models.registry import Head, Hyperparameters
+from models.registry import Head, Hyperparameters, register
 
 
 class RecursiveParams(Hyperparameters):
@@ -75,37 +89,35 @@ class TreeComposition(layers.Layer):
 
     def call(self, nodes):
         tokens, children = nodes[..., 0], nodes[..., 1:]
-        batch, count = ops.shape(nodes)[0], nodes.shape[1]
+        batch, count = ops.shape(nodes)[0], ops.shape(nodes)[1]
+        dtype, n = self.compute_dtype, self.units
         present = ops.greater(tokens, 0)
-        real = ops.expand_dims(ops.cast(present, self.compute_dtype), -1)   # (B, N, 1)
-        first = ops.arange(batch, dtype="int32") * count   # each tree's first row in the flattened (B * N) rows
-        rows = ops.reshape(children + ops.reshape(first, (-1, 1, 1)), (-1,))
-        x = ops.matmul(ops.take(ops.cast(self.embeddings, self.compute_dtype), tokens, axis=0),
-                       ops.cast(self.input_kernel, self.compute_dtype)) + ops.cast(self.bias, self.compute_dtype)
-        u_kernel = ops.cast(self.child_kernel, self.compute_dtype)
-        h = ops.zeros((batch, count, self.units), self.compute_dtype)
-        c = h
-
-        def gathered(state):   # (B, N, A, units): each node's children's states
-            flat = ops.take(ops.reshape(state, (-1, self.units)), rows, axis=0)
-            return ops.reshape(flat, (batch, count, self.slots, self.units))
-
-        for _ in range(self.iterations):
-            kids = gathered(h)
-            if self.cell == "recursive":
-                h = real * ops.tanh(x + ops.matmul(ops.reshape(kids, (batch, count, self.slots * self.units)),
-                                                   u_kernel))
-                continue
-            n = self.units
-            iou = x[..., :3 * n] + ops.matmul(ops.sum(kids, axis=2), u_kernel)
-            i, o, u = ops.sigmoid(iou[..., :n]), ops.sigmoid(iou[..., n:2 * n]), ops.tanh(iou[..., 2 * n:])
-            # U_f h_ck for every child k: U_f applied once per node, then gathered (A times less work)
-            f = ops.sigmoid(ops.expand_dims(x[..., 3 * n:], 2)
-                            + gathered(ops.matmul(h, ops.cast(self.forget_kernel, self.compute_dtype))))
-            c = real * (i * u + ops.sum(f * gathered(c), axis=2))
-            h = real * o * ops.tanh(c)
-        roots = first + ops.sum(ops.cast(present, "int32"), axis=1)   # the root is the last node
-        return ops.take(ops.reshape(h, (-1, self.units)), roots, axis=0)
+        real = ops.expand_dims(ops.cast(present, dtype), -1)   # (B, N, 1): 0 on padding rows
+        # S: (B, N, A, N), row (v, k) one-hot at v's k-th child; padded slots (index 0) all zero
+        select = ops.one_hot(children, count, dtype=dtype) * ops.expand_dims(ops.cast(children > 0, dtype), -1)
+        x = ops.matmul(ops.take(ops.cast(self.embeddings, dtype), tokens, axis=0),
+                       ops.cast(self.input_kernel, dtype)) + ops.cast(self.bias, dtype)
+        u_kernel = ops.cast(self.child_kernel, dtype)
+        h = ops.zeros((batch, count, n), dtype)
+        if self.cell == "recursive":
+            ordered = ops.reshape(select, (batch, count * self.slots, count))
+            for _ in range(self.iterations):
+                kids = ops.reshape(ops.matmul(ordered, h), (batch, count, self.slots * n))   # [h_c1; ...; h_cA]
+                h = real * ops.tanh(x + ops.matmul(kids, u_kernel))
+        else:
+            adjacency = ops.sum(select, axis=2)                                   # A: (B, N, N)
+            forget_x = ops.matmul(ops.transpose(adjacency, (0, 2, 1)), x[..., 3 * n:])   # W_f x_parent(k) + b_f
+            forget_kernel = ops.cast(self.forget_kernel, dtype)
+            c = h
+            for _ in range(self.iterations):
+                iou = x[..., :3 * n] + ops.matmul(ops.matmul(adjacency, h), u_kernel)
+                i, o, u = ops.sigmoid(iou[..., :n]), ops.sigmoid(iou[..., n:2 * n]), ops.tanh(iou[..., 2 * n:])
+                f = ops.sigmoid(forget_x + ops.matmul(h, forget_kernel))            # f_k at each child k
+                c = real * (i * u + ops.matmul(adjacency, f * c))
+                h = real * o * ops.tanh(c)
+        # the root is the last node: row = the number of nodes
+        root = ops.one_hot(ops.sum(ops.cast(present, "int32"), axis=1), count, dtype=dtype)
+        return ops.sum(ops.expand_dims(root, -1) * h, axis=1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)
@@ -125,11 +137,16 @@ def _build(inputs: keras.KerasTensor, head: Head, params: RecursiveParams, cell:
     return keras.Model(inputs, head.layer()(x), name=cell)
 
 
+TASKS = ("tree_classification",)
+
+
+@register("recursive_net", hyperparameters=RecursiveParams, tasks=TASKS, trees=True)
 def build_recursive_net(inputs: keras.KerasTensor, head: Head, params: RecursiveParams) -> keras.Model:
     """Recursive network: h = tanh(W x + U [children's h] + b), composed bottom-up over a tree."""
     return _build(inputs, head, params, "recursive")
 
 
+@register("tree_lstm", hyperparameters=RecursiveParams, tasks=TASKS, trees=True)
 def build_tree_lstm(inputs: keras.KerasTensor, head: Head, params: RecursiveParams) -> keras.Model:
     """Child-sum Tree-LSTM (Tai et al. 2015) over a tree."""
     return _build(inputs, head, params, "tree_lstm")

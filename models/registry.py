@@ -68,6 +68,7 @@ FAMILIES: dict[str, str] = {
     "seq2seq": "seq2seq", "rnn_lm": "seq2seq",
     "autoencoder": "autoencoder", "deep_autoencoder": "autoencoder", "denoising_autoencoder": "autoencoder",
     "conv_autoencoder": "autoencoder", "vae": "autoencoder",
+    "recursive_net": "recursive", "tree_lstm": "recursive",
 }
 
 
@@ -86,6 +87,9 @@ class Architecture:
     # The architecture's own test scores beside its task's: (trained model, test inputs) ->
     # (metrics, {picture name: {row title: images}}), e.g. a VAE's ELBO and its samples
     evaluate: Evaluate | None = None
+    # True: the model reads a tree as node arrays (N, 1 + A), `models/recursive.py`; a task
+    # whose examples are trees gives the other architectures its sequence view (the tokens)
+    trees: bool = False
 
     @property
     def module(self) -> str:
@@ -100,12 +104,14 @@ _REGISTRY: dict[str, Architecture] = {}
 
 def register(name: str, *, hyperparameters: type[Hyperparameters], tasks: tuple[str, ...],
              fit: Fit | None = None, steps: Steps | None = None,
-             gradient: Callable[[Hyperparameters], bool] | None = None, evaluate: Evaluate | None = None):
+             gradient: Callable[[Hyperparameters], bool] | None = None, evaluate: Evaluate | None = None,
+             trees: bool = False):
     """Register a builder under `name`; a name can be registered once, from the module
     `FAMILIES` names. `fit`, if given, fits the built model in closed form first; `gradient`
     tells for given hyperparameters whether gradient descent follows (default: always);
     `steps`, if given, splits a trained model into the step models that generate from it;
-    `evaluate`, if given, scores the trained model in the architecture's own terms."""
+    `evaluate`, if given, scores the trained model in the architecture's own terms; `trees`:
+    the model reads trees as node arrays."""
 
     def decorator(build: Builder) -> Builder:
         if name in _REGISTRY:
@@ -115,7 +121,7 @@ def register(name: str, *, hyperparameters: type[Hyperparameters], tasks: tuple[
                              "models.registry.FAMILIES under its module")
         doc = (build.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = Architecture(name, build, hyperparameters, tasks, doc[0] if doc else "", fit,
-                                      steps, gradient or (lambda hyperparameters: True), evaluate)
+                                      steps, gradient or (lambda hyperparameters: True), evaluate, trees)
         return build
 
     return decorator

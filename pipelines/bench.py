@@ -118,7 +118,7 @@ def inference(params: config.Params) -> pd.DataFrame:
             log.info("%s: not trained and exported yet, skipped", name)
             continue
         splits = datasets.load(exp.dataset, exp.training.validation_percent)
-        task = tasks.get(config.task_for(exp.architecture, splits.task))
+        task = tasks.get(config.task_for(exp.architecture, splits.task), exp.architecture)
         x, _ = task.arrays(splits.test, limit=1)
         edge = task.exporter()(keras.models.load_model(paths.train_dir(name) / "model.keras"),
                                exp, task, splits, exp.export.variants)

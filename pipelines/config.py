@@ -249,10 +249,14 @@ def check_experiment(exp: Experiment, where: str, source: str = "params.yaml") -
         raise ParamsError(f"{source}: {where}.architecture: {exp.architecture!r} does not do {task} (dataset "
                           f"{exp.dataset!r} serves {serves}); it does {', '.join(arch.tasks)}")
     evaluation(exp, task, where, source)
-    if not tasks.get(task).exports_int8 and "int8" in exp.export.variants:
-        raise ParamsError(f"{source}: {where}.export.variants: {exp.architecture!r} exports "
-                          f"{'step models' if arch.steps else 'an encoder and a decoder'}, which have no "
-                          "int8 variant; list float32, dynamic_range, float16")
+    serving = tasks.get(task, exp.architecture)
+    if serving.input_dtype == "int32" and getattr(hyperparameters, "vocabulary", 0) is None:
+        raise ParamsError(f"{source}: {where}.hyperparameters.vocabulary: {exp.architecture!r} reads token ids "
+                          f"on {exp.dataset!r}: set the number of token ids")
+    no_int8 = serving.no_int8
+    if no_int8 and "int8" in exp.export.variants:
+        raise ParamsError(f"{source}: {where}.export.variants: {exp.architecture!r} exports {no_int8}; "
+                          "list float32, dynamic_range, float16")
 
 
 def _check_training(arch, hyperparameters, training: Training, where: str, source: str) -> None:

@@ -4,7 +4,8 @@
 
 Reads each experiment's evaluate and export metrics; writes
 `outputs/report/leaderboard.md`, `leaderboard.csv` and `leaderboard.png` (headline
-metric, TFLite size, latency and parity per experiment) and logs them to the MLflow
+metric, TFLite size, latency and parity per experiment; `accuracy_by_depth.png` where
+experiments score trees by depth) and logs them to the MLflow
 experiment `leaderboard`. `summary.json`, the stage's DVC metrics, holds the figures
 that repeat exactly (no timings); `machines.json` names the machine that trained each
 experiment. Both are kept in git. Each task's best experiment is registered in the MLflow
@@ -50,7 +51,7 @@ def _timings(stage_dir) -> dict:
 EXTRA_COLUMNS = {"test_char_accuracy": "char accuracy", "test_exact_match_beam": "exact match (beam)",
                  "test_noisy_reconstruction_mse": "noisy MSE", "test_elbo": "ELBO",
                  "code_classifier_accuracy": "classifier on codes",
-                 "pixel_classifier_accuracy": "classifier on pixels"}
+                 "pixel_classifier_accuracy": "classifier on pixels", "deep_accuracy": "deeper trees"}
 
 
 def table(params: config.Params) -> pd.DataFrame:
@@ -215,6 +216,42 @@ def pictures_section(params: config.Params) -> str:
     return "\n".join(["", "## Autoencoders: pictures", "", *lines]) if lines else ""
 
 
+def depth_section(params: config.Params, out: Path) -> str:
+    """Accuracy by tree depth (the tree task's `depth_<d>_accuracy`), one row per experiment
+    and one line each in `accuracy_by_depth.png`, per task and dataset."""
+    groups: dict[str, dict[str, dict[int, float]]] = {}
+    for name, exp in params.experiments.items():
+        evaluation = _read(paths.eval_dir(name) / "metrics.json")
+        by_depth = {int(k.split("_")[1]): v for k, v in evaluation.items()
+                    if k.startswith("depth_") and k.endswith("_accuracy")}
+        if by_depth:
+            groups.setdefault(f"{config.task_name(exp)}/{exp.dataset}", {})[name] = by_depth
+    if not groups:
+        return ""
+    lines = ["", "## Accuracy by tree depth", ""]
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4), squeeze=False)
+    for ax, (task, runs) in zip(axes[0], sorted(groups.items())):
+        frame = pd.DataFrame(runs).T.sort_index(axis=1)
+        lines += [f"### {task}", "", frame.map("{:.4f}".format).rename(columns=lambda d: f"depth {d}")
+                  .rename_axis("experiment").to_markdown(disable_numparse=True), ""]
+        for experiment, row in frame.iterrows():
+            architecture = params.experiments[experiment].architecture
+            ax.plot(row.index, row.values, marker="o", label=f"{experiment} ({architecture})")
+        ax.set_xlabel("tree depth")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(task, fontsize=9)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save(fig, out / DEPTH_FIGURE)
+    lines += ["Depths past the training trees' are the `deep` split's (depth extrapolation).", "",
+              f"![accuracy by tree depth]({DEPTH_FIGURE})", ""]
+    return "\n".join(lines)
+
+
+DEPTH_FIGURE = "accuracy_by_depth.png"
+
+
 # What machines.json says of each experiment's machine (the rest is in its MLflow run).
 MACHINE_FIELDS = ("machine_id", "hardware_id", "host", "cpu", "cpu_model_id", "cpu_caches", "cpu_isa", "cpu_count",
                   "gpu", "tensorflow_version",
@@ -314,14 +351,15 @@ def report(params: config.Params) -> pd.DataFrame:
                               paths.STUDY_FIGURE, "test MSE against T") if params.study else ""
         anomaly = sweep_section("One-class anomaly detection", paths.ANOMALY, "anomaly.md", paths.ANOMALY_FIGURE,
                                 "ROC-AUC per normal class") if params.anomaly else ""
-        (out / "leaderboard.md").write_text(markdown(frame) + study + anomaly + pictures_section(params)
-                                            + machines_section())
+        (out / "leaderboard.md").write_text(markdown(frame) + depth_section(params, out) + study + anomaly
+                                            + pictures_section(params) + machines_section())
         leaderboard(frame, out / "leaderboard.png")
         register_champions(frame)
         with mlflow.start_run(experiment_id=tracking.experiment_id("leaderboard"), run_name="report",
                               tags=tracking.run_tags("report", "all", "all", "all", "report")):
-            for file in ("leaderboard.md", "leaderboard.csv", "leaderboard.png"):
-                mlflow.log_artifact(str(out / file))
+            for file in ("leaderboard.md", "leaderboard.csv", "leaderboard.png", DEPTH_FIGURE):
+                if (out / file).exists():
+                    mlflow.log_artifact(str(out / file))
             for figure, section in ((paths.STUDY / paths.STUDY_FIGURE, params.study),
                                     (paths.ANOMALY / paths.ANOMALY_FIGURE, params.anomaly)):
                 if section is not None and figure.exists():

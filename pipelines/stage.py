@@ -52,7 +52,7 @@ def context(name: str, exp: config.Experiment, root: Path, *, data_dir: Path | N
     runtime.setup(exp.seed, deterministic=not (training.backend == "tensorflow" and training.jit_compile),
                   cpu_devices=training.devices if training.distribution == "mirrored" else None)
     splits = datasets.load(exp.dataset, exp.training.validation_percent, data_dir)
-    return Context(name, exp, splits, tasks.get(config.task_for(exp.architecture, splits.task)), root,
+    return Context(name, exp, splits, tasks.get(config.task_for(exp.architecture, splits.task), exp.architecture), root,
                    mlflow_experiment)
 
 

@@ -61,6 +61,8 @@ EVERY_ARCHITECTURE = {
     "denoising_autoencoder": ("digits", {"code_size": 4, "hidden_units": [8]}),
     "conv_autoencoder": ("digits", {"code_size": 4, "filters": [4]}),
     "vae": ("digits", {"code_size": 2, "hidden_units": [8]}),
+    "recursive_net": ("listops", {"units": 4, "embedding_dim": 4, "iterations": 9}),
+    "tree_lstm": ("listops", {"units": 4, "embedding_dim": 4, "iterations": 9}),
 }
 
 
@@ -76,8 +78,21 @@ def every_architecture(**training) -> dict:
     return {"datasets": sorted({d for d, _ in EVERY_ARCHITECTURE.values()}), "experiments": experiments}
 
 
+def prepare_small_listops(data_dir, train: int = 300, test: int = 60, deep: int = 40) -> None:
+    """ListOps d5 with `train` / `test` / `deep` trees in `data_dir` (`prepare@listops`)."""
+    from pipelines.datasets.listops import ArchlabListops, DepthConfig
+
+    configs = ArchlabListops.BUILDER_CONFIGS
+    ArchlabListops.BUILDER_CONFIGS = [DepthConfig(name="d5", train_examples=train, test_examples=test,
+                                                  deep_examples=deep)]
+    try:
+        datasets.prepare("listops", data_dir=data_dir)
+    finally:
+        ArchlabListops.BUILDER_CONFIGS = configs
+
+
 def every_dataset(tfds_dir, root):
-    """`root/tfds`: the session's prepared datasets, and small addition and fortunes ones."""
+    """`root/tfds`: the session's prepared datasets, and small addition, fortunes and ListOps ones."""
     from pipelines.datasets.text import ArchlabAddition
 
     tfds = root / "tfds"
@@ -94,6 +109,7 @@ def every_dataset(tfds_dir, root):
     finally:
         ArchlabAddition.SPLITS = sizes
     datasets.prepare("fortunes", data_dir=tfds / "fortunes", raw_dir=root / "raw")
+    prepare_small_listops(tfds / "listops")
     return tfds
 
 

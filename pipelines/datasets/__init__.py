@@ -5,8 +5,9 @@ A dataset name in `params.yaml` is one of
 - an embedded dataset built offline from `data/<name>/` (`make data` fetches it):
   `digits`, `fashion_mnist`, `japanese_vowels`, `santafe_laser`;
 - `fortunes` (Debian's fortune cookies, for character language models);
-- a generated one: `mackey_glass`, `addition` (integer addition as text), or with its
-  sequence length T as the config: `adding_problem/t100`, `copy_task/t50` (any T >= 2);
+- a generated one: `mackey_glass`, `addition` (integer addition as text), with its
+  sequence length T as the config: `adding_problem/t100`, `copy_task/t50` (any T >= 2), or
+  `listops` (nested list operations as trees; `listops/d<D>` for depths up to D, default d5);
 - `tfds/<catalog name>` (`tfds/fashion_mnist`, `tfds/mnist`, ...: downloaded by TFDS,
   online machines only): image classification sets, and text corpora for language models
   (`tfds/tiny_shakespeare`, cut into character windows like the fortunes).
@@ -45,13 +46,17 @@ EMBEDDED: dict[str, tuple[str, str]] = {
     "copy_task": ("sequences", "ArchlabCopyTask"),
     "addition": ("text", "ArchlabAddition"),
     "fortunes": ("text", "ArchlabFortunes"),
+    "listops": ("listops", "ArchlabListops"),
 }
-GENERATED = {"adding_problem", "copy_task", "mackey_glass", "addition"}   # no raw data
+GENERATED = {"adding_problem", "copy_task", "mackey_glass", "addition", "listops"}   # no raw data
 # Tasks a dataset serves besides its own (an experiment's `task`): its images, reconstructed
 ALSO = {"image_classification": ("reconstruction",)}
 WITH_LENGTH = {"adding_problem", "copy_task"}   # T is the config: adding_problem/t100
+# Datasets that take a config after their name (the builder's `named_config`), and how the
+# error message spells it; WITH_LENGTH's is required, the others' optional
+CONFIGURED = {"adding_problem": "/t<T>", "copy_task": "/t<T>", "listops": "[/d<D>]"}
 
-__all__ = ["ALSO", "CATALOG_PREFIX", "EMBEDDED", "GENERATED", "RawDataError", "Splits", "builder",
+__all__ = ["ALSO", "CATALOG_PREFIX", "CONFIGURED", "EMBEDDED", "GENERATED", "RawDataError", "Splits", "builder",
            "builder_class", "check_name", "load", "module_of", "prepare", "static_task", "task", "task_of"]
 
 
@@ -72,17 +77,17 @@ def _embedded(name: str) -> tuple[str, str | None] | None:
     base, _, config = name.partition("/")
     if base not in EMBEDDED or name.startswith(CATALOG_PREFIX):
         return None
-    if base in WITH_LENGTH:
-        if not config:
-            raise ValueError(f"dataset {name!r} needs its sequence length: {base}/t<T>, e.g. {base}/t100")
-        from pipelines.datasets.sequences import length_config
-
-        try:
-            length_config(config, builder_class(base).BUILDER_CONFIGS[0])
-        except ValueError as e:
-            raise ValueError(f"dataset {name!r}: {e}") from None
-        return base, config
-    return (base, None) if not config else None
+    if base in WITH_LENGTH and not config:
+        raise ValueError(f"dataset {name!r} needs its sequence length: {base}/t<T>, e.g. {base}/t100")
+    if not config:
+        return base, None
+    if base not in CONFIGURED:
+        return None
+    try:
+        builder_class(base).named_config(config)
+    except ValueError as e:
+        raise ValueError(f"dataset {name!r}: {e}") from None
+    return base, config
 
 
 def check_name(name: str) -> None:
@@ -91,7 +96,7 @@ def check_name(name: str) -> None:
         return
     if name.startswith(CATALOG_PREFIX) and len(name) > len(CATALOG_PREFIX):
         return
-    embedded = sorted(n + "/t<T>" if n in WITH_LENGTH else n for n in EMBEDDED)
+    embedded = sorted(n + CONFIGURED.get(n, "") for n in EMBEDDED)
     raise ValueError(f"unknown dataset {name!r}; embedded: {', '.join(embedded)}, "
                      f"or a TFDS catalog name as '{CATALOG_PREFIX}<name>'")
 
@@ -106,11 +111,8 @@ def builder(name: str, data_dir: Path | None = None) -> tfds.core.DatasetBuilder
     cls = builder_class(base)
     if config is None:
         return cls(data_dir=data_dir)
-    from pipelines.datasets.sequences import length_config
-
     listed = {c.name: c for c in cls.BUILDER_CONFIGS}
-    return cls(config=listed.get(config) or length_config(config, cls.BUILDER_CONFIGS[0]),
-               data_dir=data_dir)
+    return cls(config=listed.get(config) or cls.named_config(config), data_dir=data_dir)
 
 
 def prepare(name: str, data_dir: Path | None = None, raw_dir: Path | None = None) -> None:

@@ -199,7 +199,8 @@ class ArchlabListops(tfds.core.GeneratorBasedBuilder):
                 "depth": tfds.features.Scalar(dtype=np.int32),
                 "label": tfds.features.ClassLabel(num_classes=DIGITS),
             }),
-            supervised_keys=("tokens", "label"),
+            # both views as the input: a tree model reads the arrays, a sequence model the tokens
+            supervised_keys=({"tokens": "tokens", "node_tokens": "node_tokens", "children": "children"}, "label"),
             homepage="https://arxiv.org/abs/1804.06028",
         )
 

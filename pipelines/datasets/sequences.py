@@ -244,6 +244,11 @@ class _GeneratedSequences(tfds.core.GeneratorBasedBuilder):
     LENGTHS = (50, 100, 200, 400)
     SEED = 0
 
+    @classmethod
+    def named_config(cls, name: str) -> LengthConfig:
+        """`t<T>` as a config, e.g. `t100`; the split sizes come from the first listed config."""
+        return length_config(name, cls.BUILDER_CONFIGS[0])
+
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         config = self.builder_config
         # Distinct, fixed streams per split and T: the test examples are no training examples.

@@ -17,13 +17,16 @@ from pipelines import config
 from pipelines.exporters import tflite
 
 
-def fixed_batch_copy(model: keras.Model, exp: config.Experiment, head, unroll: bool = False) -> keras.Model:
-    """The same architecture and weights with the input's batch fixed to 1; `unroll`
-    also unrolls the time loop of architectures that have one (an `unroll` setting)."""
+def fixed_batch_copy(model: keras.Model, exp: config.Experiment, head, unroll: bool = False,
+                     input_shape: tuple | None = None) -> keras.Model:
+    """The same architecture and weights with the input's batch fixed to 1 (and its shape
+    to `input_shape` if given: a variable length fixed); `unroll` also unrolls the time loop
+    of architectures that have one (an `unroll` setting)."""
     hyperparameters = config.hyperparameters(exp)
     if unroll and "unroll" in type(hyperparameters).model_fields:
         hyperparameters = hyperparameters.model_copy(update={"unroll": True})
-    copy = models.build(exp.architecture, model.input_shape[1:], head, hyperparameters, batch_size=1)
+    copy = models.build(exp.architecture, input_shape or model.input_shape[1:], head, hyperparameters,
+                        batch_size=1, dtype=model.inputs[0].dtype)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -32,11 +35,14 @@ class SingleModel:
     """`<variant>.tflite`; parity: its outputs on the test inputs against Keras's."""
 
     def __init__(self, model: keras.Model, exp: config.Experiment, task, splits, variants):
-        self.edge = fixed_batch_copy(model, exp, task.head(splits))
-        self.int8 = fixed_batch_copy(model, exp, task.head(splits), unroll=True) if "int8" in variants else None
+        shape = task.export_shape(splits)
+        self.edge = fixed_batch_copy(model, exp, task.head(splits), input_shape=shape)
+        self.int8 = fixed_batch_copy(model, exp, task.head(splits), unroll=True, input_shape=shape) \
+            if "int8" in variants else None
 
     def keras_latency_ms(self, x: np.ndarray, runs: int) -> float:
-        return tflite.median_latency_ms(tflite.keras_predict_one(self.edge), x[0], runs)
+        sample = padded(x[:1], self.edge.input_shape[1:])[0]
+        return tflite.median_latency_ms(tflite.keras_predict_one(self.edge), sample, runs)
 
     def write(self, variant: str, folder, representative) -> list:
         path = folder / f"{variant}.tflite"
@@ -47,6 +53,7 @@ class SingleModel:
         """(outputs, max abs diff against `reference`)."""
         model = TFLiteModel(files[0])
         tflite.check_builtin(model, files[0])
+        x = padded(x, model.sample_shape)
         outputs = np.stack([model.predict_one(s) for s in tqdm(x, desc=desc, unit="ex", leave=False)])
         return outputs, float(np.max(np.abs(outputs - reference)))
 
@@ -58,4 +65,12 @@ class SingleModel:
     def one_step(files, x):
         """What the latency times: one sample through the file."""
         model = TFLiteModel(files[0])
-        return lambda: model.predict_one(x[0])
+        sample = padded(x[:1], model.sample_shape)[0]
+        return lambda: model.predict_one(sample)
+
+
+def padded(x: np.ndarray, sample_shape: tuple) -> np.ndarray:
+    """Samples `x` (N, ...) zero-padded at the end of each axis to `sample_shape` (inputs cut
+    to their longest example, for a file whose input has the dataset's full length)."""
+    widths = [(0, 0), *((0, int(want) - have) for want, have in zip(sample_shape, x.shape[1:]))]
+    return np.pad(x, widths) if any(w for _, w in widths[1:]) else x

@@ -11,6 +11,8 @@
     language_modelling       text -> next character       test_bpc, baseline_bpc (unigram)
     reconstruction           image -> the same image      test_reconstruction_mse,
                              (autoencoders)               test_noisy_reconstruction_mse
+    tree_classification      a tree (node arrays), or its test_accuracy, deep_accuracy (deeper
+                             token string -> class        trees), depth_<d>_accuracy, baseline_accuracy
 
 `get(name)` imports that task's module alone and returns its `Task` (see `base.py`).
 """
@@ -19,16 +21,20 @@ from __future__ import annotations
 
 import importlib
 
+import models
 from pipelines.tasks.base import Task
 
 NAMES = ("image_classification", "sequence_classification", "forecasting", "sequence_regression",
-         "sequence_tagging", "sequence_to_sequence", "language_modelling", "reconstruction")
+         "sequence_tagging", "sequence_to_sequence", "language_modelling", "reconstruction",
+         "tree_classification")
 
 __all__ = ["NAMES", "Task", "get"]
 
 
-def get(name: str) -> Task:
-    """The task `name` (its module imported on first use)."""
+def get(name: str, architecture: str | None = None) -> Task:
+    """The task `name` (its module imported on first use), as it serves `architecture` if
+    given (`Task.serving`: a tree task gives tree models the trees, the others the tokens)."""
     if name not in NAMES:
         raise ValueError(f"unknown task {name!r}; known: {', '.join(sorted(NAMES))}")
-    return importlib.import_module(f"pipelines.tasks.{name}").TASK
+    task = importlib.import_module(f"pipelines.tasks.{name}").TASK
+    return task if architecture is None else task.serving(models.get(architecture))

@@ -39,7 +39,13 @@ class Task:
     higher_is_better: ClassVar[bool]
     Evaluation: ClassVar[type[Evaluation]] = Evaluation
     tokens: ClassVar[bool] = False    # int32 token ids in (else float32)
-    exports_int8: ClassVar[bool] = True   # its exporter writes a full-integer variant
+    # what its models export instead of a full-integer variant (None: its exporter writes one)
+    no_int8: ClassVar[str | None] = None
+
+    def serving(self, architecture) -> Task:
+        """The task as it serves `architecture` (a `models.registry.Architecture`): itself,
+        unless the task gives different architectures different views of its examples."""
+        return self
 
     # --- data ------------------------------------------------------------------------
     def preprocess(self, inputs, targets):
@@ -48,6 +54,11 @@ class Task:
 
     def input_shape(self, splits) -> tuple[int, ...]:
         return splits.input_shape
+
+    def export_shape(self, splits) -> tuple[int, ...]:
+        """The input shape of the exported files (a variable length fixed at the longest the
+        dataset holds)."""
+        return self.input_shape(splits)
 
     @property
     def input_dtype(self) -> str:
@@ -68,10 +79,14 @@ class Task:
             ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if repeat == "examples":
             ds = ds.repeat()
-        ds = ds.batch(batch_size)
+        ds = self.group(ds, batch_size)
         if repeat == "epochs":
             ds = ds.repeat()
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def group(self, ds: tf.data.Dataset, batch_size: int) -> tf.data.Dataset:
+        """Examples into batches of `batch_size` (the last one of a pass partial)."""
+        return ds.batch(batch_size)
 
     def arrays(self, ds: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A split as preprocessed NumPy arrays (inputs, targets), optionally the first
@@ -120,14 +135,18 @@ class Task:
         return SingleModel
 
 
-def arrays(ds: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets) of a dataset of pairs as NumPy arrays, optionally the first `limit`."""
+def arrays(ds: tf.data.Dataset, limit: int | None = None, *, padded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of a dataset of pairs as NumPy arrays, optionally the first `limit`;
+    `padded`: inputs of varying length, zero-padded to the longest."""
     if limit is not None:
         ds = ds.take(limit)
     xs, ys = [], []
-    for x, y in ds.batch(1024).as_numpy_iterator():
+    for x, y in (ds.padded_batch(1024) if padded else ds.batch(1024)).as_numpy_iterator():
         xs.append(x)
         ys.append(y)
     if not xs:
         raise ValueError("the split is empty")
+    if padded:
+        width = max(x.shape[1] for x in xs)
+        xs = [np.pad(x, [(0, 0), (0, width - x.shape[1]), *[(0, 0)] * (x.ndim - 2)]) for x in xs]
     return tf.nest.map_structure(lambda *parts: np.concatenate(parts), *xs), np.concatenate(ys)

@@ -72,7 +72,7 @@ class Reconstruction(base.Task):
     headline = "reconstruction_mse"
     higher_is_better = False
     Evaluation = ReconstructionEvaluation
-    exports_int8 = False
+    no_int8 = "an encoder and a decoder, which have no int8 variant"
 
     def preprocess(self, image, label):
         """An image as the model's input and its target alike, scaled to [0, 1]."""

@@ -22,7 +22,7 @@ def text(ids, vocabulary) -> str:
 class TokenTask(Task):
     loss = "sparse_categorical_crossentropy"
     tokens = True
-    exports_int8 = False
+    no_int8 = "step models, which have no int8 variant"
 
     def head(self, splits) -> Head:
         return Head(len(splits.vocabulary), per_step=True)

@@ -21,7 +21,7 @@ def sequences(n=4, steps=12, features=5, seed=0):
 def test_every_cell_and_direction_is_registered():
     assert set(NAMES) <= set(models.names())
     assert set(models.get("bi_lstm").tasks) == {"sequence_classification", "forecasting",
-                                                "sequence_regression", "sequence_tagging"}
+                                                "sequence_regression", "sequence_tagging", "tree_classification"}
 
 
 @pytest.mark.parametrize("name", ["lstm", "bi_gru"])

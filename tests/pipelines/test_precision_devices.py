@@ -19,7 +19,7 @@ from pipelines.schema import ParamsError
 from tests import children
 from tests.conftest import all_runs, every_architecture, every_dataset, float32_parity, tiny_params
 
-FAMILIES = ("mlp", "cnn", "lstm", "esn", "seq2seq", "conv_autoencoder", "vae")   # one of each module
+FAMILIES = ("mlp", "cnn", "lstm", "esn", "seq2seq", "conv_autoencoder", "vae", "tree_lstm")   # one of each module
 
 
 @pytest.fixture

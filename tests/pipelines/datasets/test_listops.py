@@ -20,7 +20,7 @@ def test_the_operators(tree, expected):
     assert listops.value(tree) == expected
 
 
-def _value_of_tokens(ids: list[int]) -> int:
+def value_of_tokens(ids: list[int]) -> int:
     """Evaluate a token string with a stack (not the tree it came from)."""
     stack: list[list] = []
     for i in ids:
@@ -57,7 +57,7 @@ def test_a_generated_tree_has_its_depth_and_both_views_give_its_value():
             ex = listops.example(tree)
             ids = [int(i) for i in ex["tokens"][:ex["length"]]]
             assert not ex["tokens"][ex["length"]:].any()
-            assert _value_of_tokens(ids) == ex["label"] == listops.value(tree)
+            assert value_of_tokens(ids) == ex["label"] == listops.value(tree)
             assert _value_of_arrays(ex["node_tokens"], ex["children"], ex["root"]) == ex["label"]
             assert ex["node_tokens"][0] == 0 and not ex["children"][0].any()      # the padding node
             assert not ex["node_tokens"][ex["root"] + 1:].any()

@@ -150,3 +150,49 @@ def build_recursive_net(inputs: keras.KerasTensor, head: Head, params: Recursive
 def build_tree_lstm(inputs: keras.KerasTensor, head: Head, params: RecursiveParams) -> keras.Model:
     """Child-sum Tree-LSTM (Tai et al. 2015) over a tree."""
     return _build(inputs, head, params, "tree_lstm")
+
+
+class NodeCell(layers.Layer):
+    """The composition of node `index` + 1 with a `TreeComposition`'s weights: what the tree's
+    unfolded graph applies at every node (`unfold`). Called on (the node tokens (B, nodes),
+    [children's h], [children's c]), returns (h, c); a leaf has no children (its h~ and sum of
+    f * c are zero)."""
+
+    def __init__(self, tree: TreeComposition, index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.tree, self.index = tree, index
+
+    def call(self, tokens, kids_h, kids_c):
+        tree, n = self.tree, self.tree.units
+        x = ops.matmul(ops.take(tree.embeddings, tokens[:, self.index], axis=0), tree.input_kernel) + tree.bias
+        if tree.cell == "recursive":
+            if not kids_h:
+                return ops.tanh(x), x
+            slots = [*kids_h, *[ops.zeros_like(kids_h[0])] * (tree.slots - len(kids_h))]
+            h = ops.tanh(x + ops.matmul(ops.concatenate(slots, axis=-1), tree.child_kernel))
+            return h, h
+        iou = x[:, :3 * n] + (ops.matmul(sum(kids_h[1:], kids_h[0]), tree.child_kernel) if kids_h else 0)
+        i, o, u = ops.sigmoid(iou[:, :n]), ops.sigmoid(iou[:, n:2 * n]), ops.tanh(iou[:, 2 * n:])
+        c = i * u
+        for h_k, c_k in zip(kids_h, kids_c):
+            c = c + ops.sigmoid(x[:, 3 * n:] + ops.matmul(h_k, tree.forget_kernel)) * c_k
+        return o * ops.tanh(c), c
+
+
+def unfold(model: keras.Model, tree) -> keras.Model:
+    """`model` (a recursive net or Tree-LSTM) unfolded over one tree: a graph with one
+    application of the same composition per node, children before parents, then the layers
+    after the tree's root (dense, output). Its input is the tree's node tokens (1, nodes)
+    in post-order (node 0, the padding node, left out); `tree` is its (N, 1 + A) array."""
+    layer = model.get_layer("tree")
+    count = int((tree[:, 0] > 0).sum())
+    tokens = keras.Input((count,), batch_size=1, dtype="int32", name="node_tokens")
+    h, c = {}, {}
+    for v in range(1, count + 1):   # post-order: every child is composed before its parent
+        kids = [int(k) for k in tree[v, 1:] if k]
+        cell = NodeCell(layer, v - 1, name=f"node{v}")   # one per node, all with the tree layer's weights
+        h[v], c[v] = cell(tokens, [h[k] for k in kids], [c[k] for k in kids])
+    x = h[count]
+    for later in model.layers[model.layers.index(layer) + 1:]:
+        x = later(x)
+    return keras.Model(tokens, x, name=f"{model.name}_unfolded")

@@ -1,6 +1,6 @@
 """DVC stage `check@<lane>`: params.yaml checked before DVC removes any output.
 
-    python -m pipelines.check <experiment | study | anomaly>
+    python -m pipelines.check <experiment | study | anomaly | unfold>
 
 DVC deletes a stage's outputs before running it, so a stage cannot protect its own outputs
 from a broken params.yaml. Each lane (an experiment's train, evaluate and export; the study;
@@ -26,6 +26,8 @@ def check(lane: str, params: config.Params) -> None:
         config.study(params)
     elif lane == "anomaly":
         config.anomaly(params)
+    elif lane == "unfold":
+        config.unfold(params)
     else:
         config.experiment(params, lane)
     paths.CHECKS.mkdir(parents=True, exist_ok=True)
@@ -36,7 +38,7 @@ def check(lane: str, params: config.Params) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Check params.yaml for one lane of stages.")
-    parser.add_argument("lane", help="an experiment of params.yaml, or study, or anomaly")
+    parser.add_argument("lane", help="an experiment of params.yaml, or study, anomaly or unfold")
     args = parser.parse_args(argv)
     runtime.run_stage(lambda: check(args.lane, config.load()))
 

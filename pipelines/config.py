@@ -24,7 +24,7 @@ from pipelines.schema import ParamsError, Strict
 from pipelines.schema import validate_as as _validate
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"
-SWEEPS = ("study", "anomaly")   # lanes of their own: not experiment names
+SWEEPS = ("study", "anomaly", "unfold")   # stages of their own: not experiment names
 VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 PositiveFloat = Annotated[float, Field(gt=0)]
 
@@ -193,11 +193,24 @@ class Anomaly(Strict):
                           export={"variants": ["float32"]})   # never exported
 
 
+class Unfold(Strict):
+    """Unfolded computational graphs (`pipelines/unfold.py`) of two trained experiments: a
+    recurrent one rolled and unrolled over `steps`, a tree one over one test tree of depth
+    `tree_depth` and at most `tree_nodes` nodes."""
+
+    recurrent: str
+    tree: str
+    steps: int = Field(default=4, ge=1, le=32)
+    tree_depth: int = Field(default=2, ge=1)
+    tree_nodes: int = Field(default=10, ge=2, le=64)
+
+
 class Params(Strict):
     datasets: list[str] = Field(min_length=1)
     experiments: dict[str, Experiment] = Field(min_length=1)
     study: Study | None = None
     anomaly: Anomaly | None = None
+    unfold: Unfold | None = None
 
     @field_validator("datasets")
     @classmethod
@@ -231,6 +244,7 @@ def validate(raw: object, source: str = "params.yaml", *, deep: bool = True) -> 
             experiment(params, name, source)
         study(params, source)
         anomaly(params, source)
+        unfold(params, source)
     return params
 
 
@@ -314,6 +328,25 @@ def anomaly(params: Params, source: str = "params.yaml") -> Anomaly | None:
         raise ParamsError(f"{source}: anomaly.dataset: {settings.dataset!r} is not an image dataset")
     check_experiment(settings.experiment(), "anomaly", source)
     _one_process(settings.training, "anomaly.training", source)
+    return settings
+
+
+def unfold(params: Params, source: str = "params.yaml") -> Unfold | None:
+    """The unfolding, checked: a recurrent experiment (an architecture with `unroll`) and a
+    tree one (an architecture that reads trees)."""
+    settings = params.unfold
+    if settings is None:
+        return None
+    for key, wanted in (("recurrent", "a recurrent architecture (one with `unroll`)"),
+                        ("tree", "an architecture that reads trees")):
+        name = getattr(settings, key)
+        if name not in params.experiments:
+            raise ParamsError(f"{source}: unfold.{key}: {name!r} is not an experiment "
+                              f"({', '.join(params.experiments)})")
+        arch = models.get(params.experiments[name].architecture)
+        fits = arch.trees if key == "tree" else "unroll" in arch.hyperparameters.model_fields and not arch.trees
+        if not fits:
+            raise ParamsError(f"{source}: unfold.{key}: {name!r} is {arch.name}, not {wanted}")
     return settings
 
 

@@ -57,7 +57,7 @@ def exporter_module(exp: config.Experiment) -> str:
 OPTIONAL = ("hyperparameters", "evaluation")   # blocks of an experiment that may be left out
 ENTRY = {"check": "pipelines.check", "prepare": "pipelines.prepare", "train": "pipelines.train",
          "evaluate": "pipelines.evaluate", "export": "pipelines.export", "study": "pipelines.study",
-         "anomaly": "pipelines.anomaly", "report": "pipelines.report"}
+         "anomaly": "pipelines.anomaly", "unfold": "pipelines.unfold", "report": "pipelines.report"}
 
 
 def _group(kind: str, items: dict[str, dict[str, str]], roles: tuple[str, ...]) -> tuple[list[str], dict]:
@@ -111,7 +111,8 @@ def stages(params: config.Params) -> dict:
                         ["experiments.${key}"], [{"outputs/checks/${key}.ok": {"cache": False, "persist": True}}])
     check_stage["deps"] = check_stage["deps"][1:]   # params.yaml is read through `params`
     out["check"] = {"foreach": check_items, "do": check_stage}
-    for sweep, module_roots in (("study", _study_roots(params)), ("anomaly", _anomaly_roots(params))):
+    for sweep, module_roots in (("study", _study_roots(params)), ("anomaly", _anomaly_roots(params)),
+                                ("unfold", _unfold_roots(params))):
         if module_roots is not None:
             out[f"check_{sweep}"] = {
                 "cmd": f"python -m pipelines.check {sweep}",
@@ -173,6 +174,13 @@ def _anomaly_roots(params: config.Params) -> list[str] | None:
     return [family(exp.architecture), task_module(exp), dataset_module(exp.dataset)]
 
 
+def _unfold_roots(params: config.Params) -> list[str] | None:
+    if params.unfold is None:
+        return None
+    exps = [params.experiments[params.unfold.recurrent], params.experiments[params.unfold.tree]]
+    return sorted({m for e in exps for m in (family(e.architecture), task_module(e), dataset_module(e.dataset))})
+
+
 def _datasets(params: config.Params) -> dict:
     groups: dict[str, dict] = {"prepare": {}, "generate": {}, "download": {}}
     for name in params.datasets:
@@ -214,6 +222,17 @@ def _sweeps(params: config.Params) -> dict:
                           "outs": ["outputs/anomaly/runs", "outputs/anomaly/results.csv", "outputs/anomaly/anomaly.md"],
                           "metrics": [_in_git("outputs/anomaly/metrics.json")],
                           "plots": [f"outputs/anomaly/{paths.ANOMALY_FIGURE}"]}
+    if params.unfold is not None:
+        used = [params.unfold.recurrent, params.unfold.tree]
+        out["unfold"] = {"cmd": "python -m pipelines.unfold",
+                         "deps": ["outputs/checks/unfold.ok",
+                                  *(f"outputs/experiments/{name}/train/model.keras" for name in used),
+                                  *sorted({f"outputs/tfds/{params.experiments[name].dataset}" for name in used}),
+                                  *files(closure(["pipelines.unfold", *_unfold_roots(params)]))],
+                         "params": ["unfold"],
+                         "outs": ["outputs/unfold/files",
+                                  *(_in_git(f"outputs/unfold/{p}") for p in paths.UNFOLD_FIGURES)],
+                         "metrics": [_in_git("outputs/unfold/metrics.json")]}
     return out
 
 
@@ -224,6 +243,7 @@ def _report(params: config.Params) -> dict:
     deps = ["outputs/experiments",
             *(["outputs/study/results.csv", "outputs/study/study.md"] if params.study else []),
             *(["outputs/anomaly/results.csv", "outputs/anomaly/anomaly.md"] if params.anomaly else []),
+            *([f"outputs/unfold/{p}" for p in paths.UNFOLD_FIGURES] if params.unfold else []),
             *files(closure(roots))]
     # The leaderboard files show latencies, which differ per run: DVC tracks only summary.json
     # and machines.json (which machine trained each experiment), both kept in git.

@@ -252,6 +252,29 @@ def depth_section(params: config.Params, out: Path) -> str:
 DEPTH_FIGURE = "accuracy_by_depth.png"
 
 
+def unfold_section(params: config.Params) -> str:
+    """The unfolded graphs (`pipelines.unfold`): the figures and what they measured."""
+    if params.unfold is None or not (paths.UNFOLD / "metrics.json").exists():
+        return ""
+    found = json.loads((paths.UNFOLD / "metrics.json").read_text())
+    rec, tree = found["recurrent"], found["tree"]
+    counts = ", ".join(f"T={t}: {n}" for t, n in rec["unrolled_operators_by_steps"].items())
+    return "\n".join([
+        "", "## Unfolding computational graphs", "",
+        f"`{rec['experiment']}` ({rec['architecture']}) over T = {rec['steps']} steps: rolled, its TFLite file "
+        f"has {rec['rolled_operators']} operators (a WHILE and its subgraphs); unrolled, {counts} operators. "
+        f"Unrolled against rolled: max abs diff {rec['keras_max_abs_diff']:.1e} (Keras), "
+        f"{rec['tflite_unrolled_max_abs_diff']:.1e} (the unrolled TFLite file). Weight tensors read by "
+        f"{', '.join(map(str, rec['unrolled_weight_readers']))} operators each.", "",
+        *(f"![{p}](../unfold/{p})" for p in ("rolled.png", "unrolled.png")), "",
+        f"`{tree['experiment']}` ({tree['architecture']}) unfolded over `{tree['example']}` (depth {tree['depth']}, "
+        f"{tree['nodes']} nodes, value {tree['label']}): {tree['operators']} operators; against the tree model, "
+        f"max abs diff {tree['keras_max_abs_diff']:.1e} (Keras), {tree['tflite_max_abs_diff']:.1e} (TFLite).", "",
+        "![tree.png](../unfold/tree.png)", ""])
+
+
+
+
 # What machines.json says of each experiment's machine (the rest is in its MLflow run).
 MACHINE_FIELDS = ("machine_id", "hardware_id", "host", "cpu", "cpu_model_id", "cpu_caches", "cpu_isa", "cpu_count",
                   "gpu", "tensorflow_version",
@@ -352,7 +375,7 @@ def report(params: config.Params) -> pd.DataFrame:
         anomaly = sweep_section("One-class anomaly detection", paths.ANOMALY, "anomaly.md", paths.ANOMALY_FIGURE,
                                 "ROC-AUC per normal class") if params.anomaly else ""
         (out / "leaderboard.md").write_text(markdown(frame) + depth_section(params, out) + study + anomaly
-                                            + pictures_section(params) + machines_section())
+                                            + unfold_section(params) + pictures_section(params) + machines_section())
         leaderboard(frame, out / "leaderboard.png")
         register_champions(frame)
         with mlflow.start_run(experiment_id=tracking.experiment_id("leaderboard"), run_name="report",

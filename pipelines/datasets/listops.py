@@ -175,6 +175,7 @@ class ArchlabListops(tfds.core.GeneratorBasedBuilder):
     """ListOps: the value 0-9 of a nested list of MIN, MAX, MED and SM over digits."""
 
     ARCHLAB_TASK = "tree_classification"
+    VOCABULARY = VOCABULARY   # the tokens by id
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Generated: depths 1..D in train and test, D+1..D+3 in deep."}
     BUILDER_CONFIGS = [DepthConfig(name="d5")]

@@ -243,7 +243,7 @@ def _report(params: config.Params) -> dict:
     deps = ["outputs/experiments",
             *(["outputs/study/results.csv", "outputs/study/study.md"] if params.study else []),
             *(["outputs/anomaly/results.csv", "outputs/anomaly/anomaly.md"] if params.anomaly else []),
-            *([f"outputs/unfold/{p}" for p in paths.UNFOLD_FIGURES] if params.unfold else []),
+            *([f"outputs/unfold/{p}" for p in (*paths.UNFOLD_FIGURES, "metrics.json")] if params.unfold else []),
             *files(closure(roots))]
     # The leaderboard files show latencies, which differ per run: DVC tracks only summary.json
     # and machines.json (which machine trained each experiment), both kept in git.

@@ -106,7 +106,7 @@ def to_networkx(graph: Subgraph, groups: dict[str, str] | None = None) -> nx.DiG
     readers = graph.readers()
     node = {}
     for i, (kind, _, outputs) in enumerate(graph.operators):
-        name = "/" + graph.tensors[outputs[0]].name
+        name = "/" + (graph.tensors[outputs[0]].name if outputs else "")
         scope = next((s for s in (groups or {}) if re.search(rf"/{re.escape(s)}(_\d+)?/", name)), None)
         node[i] = scope or f"op{i}"
         if scope is None:

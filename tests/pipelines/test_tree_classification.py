@@ -5,6 +5,7 @@ trees from a `.npz` as Keras does."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -89,9 +90,9 @@ def test_arrays_pad_to_the_longest_and_predict_cuts_batches_without_changing_out
 
 
 @pytest.mark.parametrize(("architecture", "hyperparameters"), [
-    ("tree_lstm", TREE), ("recursive_net", TREE), ("bi_lstm", {"units": 8, "vocabulary": 16})])
-def test_train_evaluate_export_score_by_depth_with_float32_parity(workspace, listops_dir, monkeypatch,
-                                                                  architecture, hyperparameters):
+    ("tree_lstm", TREE), ("bi_lstm", {"units": 8, "vocabulary": 16})])
+def test_train_evaluate_export_score_by_depth_and_the_edge_runner_agrees(workspace, listops_dir, monkeypatch,
+                                                                         tmp_path, architecture, hyperparameters):
     monkeypatch.setattr(paths, "TFDS_DIR", listops_dir)
     params = config.validate({"datasets": ["listops"], "experiments": {"tree": experiment(architecture,
                                                                                           hyperparameters)}})
@@ -107,22 +108,20 @@ def test_train_evaluate_export_score_by_depth_with_float32_parity(workspace, lis
     assert exported["tflite_float32_accuracy_delta"] == 0
     assert exported["parity_examples"] == 60
 
-
-def test_the_edge_runner_classifies_trees_from_an_npz_as_keras_does(workspace, listops_dir, monkeypatch, tmp_path):
-    monkeypatch.setattr(paths, "TFDS_DIR", listops_dir)
-    params = config.validate({"datasets": ["listops"], "experiments": {"tree": experiment("tree_lstm", TREE)}})
-    train.train("tree", params)
-    export.export("tree", params)
-    builder = datasets.builder("listops", listops_dir / "listops")
-    test = list(builder.as_dataset(split="test", shuffle_files=False).as_numpy_iterator())
-    np.savez(tmp_path / "trees.npz", node_tokens=np.stack([e["node_tokens"] for e in test]),
-             children=np.stack([e["children"] for e in test]))
-    folder = paths.export_dir("tree") / "tflite"
-    run = subprocess.run([sys.executable, "edge/runner.py", "tree", str(folder / "float32.tflite"),
-                          str(tmp_path / "trees.npz")], capture_output=True, text=True,
+    # the edge runner: trees from a .npz (a tree model) or token ids from a .npy (a sequence model)
+    test = list(datasets.builder("listops", listops_dir / "listops").as_dataset(
+        split="test", shuffle_files=False).as_numpy_iterator())
+    if architecture == "tree_lstm":
+        np.savez(tmp_path / "inputs.npz", node_tokens=np.stack([e["node_tokens"] for e in test]),
+                 children=np.stack([e["children"] for e in test]))
+        command = ["tree", str(paths.export_dir("tree") / "tflite" / "float32.tflite"), str(tmp_path / "inputs.npz")]
+    else:
+        np.save(tmp_path / "inputs.npy", np.stack([e["tokens"] for e in test]))
+        command = [str(paths.export_dir("tree") / "tflite" / "float32.tflite"), str(tmp_path / "inputs.npy")]
+    run = subprocess.run([sys.executable, "edge/runner.py", *command], capture_output=True, text=True,
                          cwd=paths.ROOT, check=True)
     model = keras.models.load_model(paths.train_dir("tree") / "model.keras")
-    task = tasks.get("tree_classification", "tree_lstm")
+    task = tasks.get("tree_classification", architecture)
     x, _ = task.arrays(datasets.load("listops", 10, listops_dir / "listops").test)
     assert run.stdout.split() == [str(i) for i in task.predict(model, x).argmax(axis=1)]
     assert len(run.stdout.split()) == 60
@@ -168,3 +167,24 @@ def test_the_recurrent_builders_embed_token_ids():
     assert np.abs(short[0] - short[1]).max() > 1e-6
     with pytest.raises(ValueError, match="vocabulary"):
         models.build("lstm", (None,), 10, {"units": 4}, dtype="int32")
+
+
+def test_the_report_lays_accuracy_by_depth_side_by_side(tmp_path, monkeypatch):
+    from pipelines import report
+
+    monkeypatch.setattr(paths, "EXPERIMENTS", tmp_path / "experiments")
+    params = config.validate({"datasets": ["listops", "digits"], "experiments": {
+        "tree": experiment("tree_lstm", TREE), "seq": experiment("lstm", {"units": 8, "vocabulary": 16}),
+        "mlp": {"architecture": "mlp", "dataset": "digits", "seed": 1, "export": {},
+                "training": {"epochs": 1, "batch_size": 8, "learning_rate": 0.1}}}})
+    scores = {"tree": [0.9, 0.8, 0.7], "seq": [0.8, 0.5, 0.3], "mlp": None}
+    for name, by_depth in scores.items():
+        paths.eval_dir(name).mkdir(parents=True)
+        metrics = {"test_accuracy": 0.5, **{f"depth_{d}_accuracy": a for d, a in enumerate(by_depth or [], 1)}}
+        (paths.eval_dir(name) / "metrics.json").write_text(json.dumps(metrics))
+    text = report.depth_section(params, tmp_path)
+    assert "### tree_classification/listops" in text and "mlp" not in text
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "0.9000" in rows["tree"] and "0.3000" in rows["seq"]
+    assert "depth 3" in text.splitlines()[text.splitlines().index("### tree_classification/listops") + 2]
+    assert (tmp_path / report.DEPTH_FIGURE).stat().st_size > 5000

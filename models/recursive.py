@@ -27,10 +27,12 @@ rows (`S`: row (v, k) picks v's k-th child; `A = sum_k S_k`: row v sums v's chil
 round is matrix products: [h_c1; ...; h_cA] = S h, h~ = A h, sum_k f_vk * c_ck = A (f * c)
 where f_k = sigmoid(W_f x_parent(k) + U_f h_k + b_f) is computed at each child (a child has
 one parent). After round t every node of height < t is exact (a leaf after one round), so
-`iterations` must exceed the deepest tree's depth; more rounds change nothing. The number of
-nodes N is free (batches are cut to their largest tree); the rounds are unrolled in the
-graph, so the model converts to TFLite with builtin ops only (ONE_HOT, BATCH_MATMUL,
-FULLY_CONNECTED, ...): no while loop, no TensorList, no scatter.
+`iterations` must exceed the deepest tree's depth; more rounds change nothing, so training
+skips the rounds past its batch's deepest tree (each round behind a condition on the batch's
+height, found in cheap maxima over the adjacency). The number of nodes N is free (batches are
+cut to their largest tree); at inference the rounds are all unrolled in the graph, so the
+model converts to TFLite with builtin ops only (ONE_HOT, BATCH_MATMUL, FULLY_CONNECTED, ...):
+no while loop, no condition, no TensorList, no scatter.
 
 Hyperparameters:
     vocabulary:     token ids 0..vocabulary-1 (0: padding); ListOps has 16.
@@ -87,7 +89,7 @@ class TreeComposition(layers.Layer):
                                                  initializer="orthogonal")
         self.bias = self.add_weight(name="bias", shape=(gates * self.units,), initializer="zeros")
 
-    def call(self, nodes):
+    def call(self, nodes, training=None):
         tokens, children = nodes[..., 0], nodes[..., 1:]
         batch, count = ops.shape(nodes)[0], ops.shape(nodes)[1]
         dtype, n = self.compute_dtype, self.units
@@ -95,29 +97,53 @@ class TreeComposition(layers.Layer):
         real = ops.expand_dims(ops.cast(present, dtype), -1)   # (B, N, 1): 0 on padding rows
         # S: (B, N, A, N), row (v, k) one-hot at v's k-th child; padded slots (index 0) all zero
         select = ops.one_hot(children, count, dtype=dtype) * ops.expand_dims(ops.cast(children > 0, dtype), -1)
+        adjacency = ops.sum(select, axis=2)                                       # A: (B, N, N)
         x = ops.matmul(ops.take(ops.cast(self.embeddings, dtype), tokens, axis=0),
                        ops.cast(self.input_kernel, dtype)) + ops.cast(self.bias, dtype)
         u_kernel = ops.cast(self.child_kernel, dtype)
         h = ops.zeros((batch, count, n), dtype)
         if self.cell == "recursive":
             ordered = ops.reshape(select, (batch, count * self.slots, count))
-            for _ in range(self.iterations):
+
+            def compose(state):
+                (h,) = state
                 kids = ops.reshape(ops.matmul(ordered, h), (batch, count, self.slots * n))   # [h_c1; ...; h_cA]
-                h = real * ops.tanh(x + ops.matmul(kids, u_kernel))
+                return (real * ops.tanh(x + ops.matmul(kids, u_kernel)),)
+
+            state = (h,)
         else:
-            adjacency = ops.sum(select, axis=2)                                   # A: (B, N, N)
             forget_x = ops.matmul(ops.transpose(adjacency, (0, 2, 1)), x[..., 3 * n:])   # W_f x_parent(k) + b_f
             forget_kernel = ops.cast(self.forget_kernel, dtype)
-            c = h
-            for _ in range(self.iterations):
+
+            def compose(state):
+                h, c = state
                 iou = x[..., :3 * n] + ops.matmul(ops.matmul(adjacency, h), u_kernel)
                 i, o, u = ops.sigmoid(iou[..., :n]), ops.sigmoid(iou[..., n:2 * n]), ops.tanh(iou[..., 2 * n:])
                 f = ops.sigmoid(forget_x + ops.matmul(h, forget_kernel))            # f_k at each child k
                 c = real * (i * u + ops.matmul(adjacency, f * c))
-                h = real * o * ops.tanh(c)
+                return real * o * ops.tanh(c), c
+
+            state = (h, h)
+        # Training skips the rounds after the batch's deepest tree is exact (they change
+        # nothing): the graph keeps every round, each behind a condition; inference, and so
+        # TFLite, runs them all unconditionally.
+        needed = self._rounds_needed(adjacency) if training else None
+        for r in range(self.iterations):
+            state = compose(state) if needed is None else \
+                ops.cond(ops.less(r, needed), lambda state=state: compose(state), lambda state=state: state)
+        h = state[0]
         # the root is the last node: row = the number of nodes
         root = ops.one_hot(ops.sum(ops.cast(present, "int32"), axis=1), count, dtype=dtype)
         return ops.sum(ops.expand_dims(root, -1) * h, axis=1)
+
+    def _rounds_needed(self, adjacency):
+        """The rounds after which every node of the batch is exact: its deepest tree's depth
+        + 1 (a node's height is 1 + its highest child's, a leaf's 0; found in `iterations`
+        rounds of integer-like maxima, far cheaper than a composition round)."""
+        height = ops.zeros(ops.shape(adjacency)[:2], adjacency.dtype)
+        for _ in range(self.iterations):
+            height = ops.max(adjacency * (ops.expand_dims(height, 1) + 1), axis=-1)
+        return ops.cast(ops.max(height), "int32") + 1
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.units)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from edge.runner import TFLiteModel
 from models.recursive import RecursiveParams, build_recursive_net, build_tree_lstm
@@ -108,3 +109,21 @@ def test_a_saved_model_reloads_with_the_same_outputs(cell, tmp_path):
     again = keras.models.load_model(tmp_path / "model.keras")
     x = trees(4)
     np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("cell", ["recursive", "tree_lstm"])
+def test_training_skips_only_rounds_that_change_nothing(cell):
+    model = build(cell, RecursiveParams(units=8, embedding_dim=6, iterations=9))
+    layer = model.get_layer("tree")
+    x = trees(6, depths=range(1, 3))   # depth <= 2: exact after 3 of the 9 rounds
+    np.testing.assert_allclose(layer(tf.constant(x), training=True), layer(tf.constant(x), training=False),
+                               atol=1e-6)
+    assert int(layer._rounds_needed(keras.ops.sum(keras.ops.one_hot(x[..., 1:], NODES) *
+                                                  (x[..., 1:, None] > 0), axis=2))) == 3
+    with tf.GradientTape() as tape:   # the skipped rounds leave the gradients as the full ones
+        skipping = keras.ops.sum(layer(tf.constant(x), training=True) ** 2)
+    fast = tape.gradient(skipping, layer.trainable_variables)
+    with tf.GradientTape() as tape:
+        full = keras.ops.sum(layer(tf.constant(x), training=False) ** 2)
+    for a, b in zip(fast, tape.gradient(full, layer.trainable_variables)):
+        np.testing.assert_allclose(tf.convert_to_tensor(a), tf.convert_to_tensor(b), atol=1e-5)

@@ -210,7 +210,8 @@ def unfold(params: config.Params) -> dict:
         trained = stage.trained_model(settings.recurrent, float32=True)
         task = tasks.get(config.task_name(recurrent), recurrent.architecture)
         splits = datasets.load(recurrent.dataset, recurrent.training.validation_percent)
-        rolled, unrolled = recurrent_copies(trained, recurrent, task.head(splits), settings.steps)
+        head = task.head(splits)
+        rolled, unrolled = recurrent_copies(trained, recurrent, head, settings.steps)
         x, _ = task.arrays(splits.test, limit=50)
         x = x[:, :settings.steps]
         files = {}
@@ -221,13 +222,14 @@ def unfold(params: config.Params) -> dict:
         edge = StepModel(files["unrolled"])
         (input_name,) = edge.inputs
         outputs = np.concatenate([edge(**{input_name: s[None]})[0] for s in x])
+        expected = rolled.predict(x, verbose=0)
         metrics["recurrent"].update(
-            keras_max_abs_diff=float(np.abs(unrolled.predict(x, verbose=0) - rolled.predict(x, verbose=0)).max()),
-            tflite_unrolled_max_abs_diff=float(np.abs(outputs - rolled.predict(x, verbose=0)).max()),
+            keras_max_abs_diff=float(np.abs(unrolled.predict(x, verbose=0) - expected).max()),
+            tflite_unrolled_max_abs_diff=float(np.abs(outputs - expected).max()),
             rolled_operators=operator_count(graphs["rolled"]),
             unrolled_operators_by_steps={t: operator_count(read_graph(tflite.convert(
-                recurrent_copies(trained, recurrent, task.head(splits), t)[1], "float32")))
-                for t in range(1, settings.steps + 1)},
+                recurrent_copies(trained, recurrent, head, t)[1], "float32"))) if t < settings.steps
+                else operator_count(graphs["unrolled"]) for t in range(1, settings.steps + 1)},
             unrolled_weight_readers=sorted(graphs["unrolled"][0].readers().values()))
         main, *loops = graphs["rolled"]
         draw([("rolled: the main graph (WHILE runs the loop)", main),

@@ -127,12 +127,6 @@ class Experiment(Strict):
 
     _architecture = field_validator("architecture")(_known_architecture)
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, v: str) -> str:
-        datasets.check_name(v)
-        return v
-
 
 class Study(Strict):
     """The long-term dependency study (`pipelines/study.py`): each cell on the adding
@@ -205,19 +199,59 @@ class Unfold(Strict):
     tree_nodes: int = Field(default=10, ge=2, le=64)
 
 
+# --- the user's datasets (pipelines/datasets/user.py) -----------------------------------------
+
+TestPercent = Annotated[int, Field(ge=1, le=50)]
+Side = Annotated[int, Field(ge=4, le=4096)]
+
+
+class UserImages(Strict):
+    """A folder of images: one sub-folder per class, or train/ and test/ folders of them."""
+
+    kind: Literal["images"]
+    path: str = Field(min_length=1)                 # relative to the repository, or absolute
+    image_size: tuple[Side, Side] | None = None     # [height, width]: resize every image to it
+    channels: Literal[1, 3] = 3                     # 1 grey, 3 RGB
+    test_percent: TestPercent = 20                  # per class, without train/ and test/ folders
+    seed: int = Field(default=0, ge=0)              # of that split
+
+
+class UserSeries(Strict):
+    """A CSV time series: the column to forecast, and input columns beside it."""
+
+    kind: Literal["csv"]
+    path: str = Field(min_length=1)
+    column: str = Field(min_length=1)
+    inputs: list[str] = []
+    window: int = Field(default=32, ge=2, le=4096)
+    test_percent: TestPercent = 20                  # the last rows
+
+    @model_validator(mode="after")
+    def _distinct(self) -> UserSeries:
+        if len({self.column, *self.inputs}) != 1 + len(self.inputs):
+            raise ValueError(f"inputs: each column once, and not the forecast column {self.column!r}")
+        return self
+
+
+class UserText(Strict):
+    """A text file, or a folder of .txt files: character language modelling."""
+
+    kind: Literal["text"]
+    path: str = Field(min_length=1)
+    window: int = Field(default=100, ge=2, le=4096)
+    test_percent: TestPercent = 10                  # the last characters
+
+
+USER_KINDS: dict[str, type[Strict]] = {"images": UserImages, "csv": UserSeries, "text": UserText}
+
+
 class Params(Strict):
     datasets: list[str] = Field(min_length=1)
+    user_datasets: dict[str, dict] = {}   # name -> one of USER_KINDS, by its `kind`
     experiments: dict[str, Experiment] = Field(min_length=1)
     study: Study | None = None
     anomaly: Anomaly | None = None
     unfold: Unfold | None = None
-
-    @field_validator("datasets")
-    @classmethod
-    def _known_datasets(cls, v: list[str]) -> list[str]:
-        for name in v:
-            datasets.check_name(name)
-        return v
 
 
 # --- the document, then each section against its architecture ----------------------------
@@ -228,6 +262,14 @@ def validate(raw: object, source: str = "params.yaml", *, deep: bool = True) -> 
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping at the top level")
     params = _validate(Params, raw, source)
+    datasets.use_user_datasets({name: user_dataset(name, entry, source).model_dump()
+                                for name, entry in params.user_datasets.items()})
+    for where, name in [*(("datasets", n) for n in params.datasets),
+                        *((f"experiments.{e}.dataset", exp.dataset) for e, exp in params.experiments.items())]:
+        try:
+            datasets.check_name(name)
+        except ValueError as e:
+            raise ParamsError(f"{source}: {where}: {e}") from None
     for name, exp in params.experiments.items():
         where = f"experiments.{name}"
         if not re.match(NAME_PATTERN, name) or name in SWEEPS:
@@ -246,6 +288,18 @@ def validate(raw: object, source: str = "params.yaml", *, deep: bool = True) -> 
         anomaly(params, source)
         unfold(params, source)
     return params
+
+
+def user_dataset(name: str, entry: object, source: str = "params.yaml") -> Strict:
+    """One entry of `user_datasets`, checked against its kind's schema."""
+    where = f"user_datasets.{name}"
+    if not re.match(NAME_PATTERN, name) or name in datasets.EMBEDDED:
+        raise ParamsError(f"{source}: {where}: a user dataset's name is lower-case letters, digits and "
+                          "underscores, and not an embedded dataset's")
+    kind = entry.get("kind") if isinstance(entry, dict) else None
+    if kind not in USER_KINDS:
+        raise ParamsError(f"{source}: {where}.kind: expected one of {', '.join(USER_KINDS)} (got {kind!r})")
+    return _validate(USER_KINDS[kind], entry, source, where)
 
 
 def check_experiment(exp: Experiment, where: str, source: str = "params.yaml") -> None:

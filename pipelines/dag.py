@@ -182,20 +182,29 @@ def _unfold_roots(params: config.Params) -> list[str] | None:
 
 
 def _datasets(params: config.Params) -> dict:
-    groups: dict[str, dict] = {"prepare": {}, "generate": {}, "download": {}}
+    groups: dict[str, dict] = {"prepare": {}, "generate": {}, "download": {}, "prepare_user": {}}
     for name in params.datasets:
         embedded = datasets.module_of(name)
         base = name.partition("/")[0]
-        kind = "download" if embedded is None else "generate" if base in datasets.GENERATED else "prepare"
+        kind = "prepare_user" if name in params.user_datasets else "download" if embedded is None \
+            else "generate" if base in datasets.GENERATED else "prepare"
         groups[kind][name] = {"dataset": dataset_module(name)}
+        if kind == "prepare_user":
+            groups[kind][name]["path"] = params.user_datasets[name]["path"]
     out = {}
     for kind, items in groups.items():
         if not items:
             continue
         shared, items = _group("prepare", items, ("dataset",))
-        deps = [*(["data/${key}"] if kind == "prepare" else []), "${item.dataset}", *shared]
-        out[kind] = {"foreach": items, "do": {"cmd": "python -m pipelines.prepare ${key}", "deps": deps,
+        raw = {"prepare": ["data/${key}"], "prepare_user": ["${item.path}"]}.get(kind, [])
+        out[kind] = {"foreach": items, "do": {"cmd": "python -m pipelines.prepare ${key}",
+                                              "deps": [*raw, "${item.dataset}", *shared],
                                               "outs": ["outputs/tfds/${key}"]}}
+    if "prepare_user" in out:
+        # the user's files and settings are this stage's alone; `persist`: DVC keeps the last
+        # prepared dataset until a new one is whole (bad files stop the stage before it writes)
+        out["prepare_user"]["do"]["params"] = ["user_datasets.${key}"]
+        out["prepare_user"]["do"]["outs"] = [{"outputs/tfds/${key}": {"persist": True}}]
     return out
 
 

@@ -75,7 +75,7 @@ def _needs(made_by: dict[str, str], dataset: str) -> tuple[str, ...]:
 def dataset_stages(params: config.Params) -> list[str]:
     """The stage of each dataset: `prepare@`, `generate@` or `download@<dataset>`."""
     return [f"{kind}@{name}" for kind, group in dag.stages(params).items()
-            if kind in ("prepare", "generate", "download") for name in group["foreach"]]
+            if kind in ("prepare", "generate", "download", "prepare_user") for name in group["foreach"]]
 
 
 def changed(root: Path) -> set[str]:

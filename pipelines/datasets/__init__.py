@@ -8,6 +8,8 @@ A dataset name in `params.yaml` is one of
 - a generated one: `mackey_glass`, `addition` (integer addition as text), with its
   sequence length T as the config: `adding_problem/t100`, `copy_task/t50` (any T >= 2), or
   `listops` (nested list operations as trees; `listops/d<D>` for depths up to D, default d5);
+- a user's dataset, named in `params.yaml`'s `user_datasets` with its path: a folder of
+  images, a CSV time series or a text (`user.py`; `use_user_datasets` registers them);
 - `tfds/<catalog name>` (`tfds/fashion_mnist`, `tfds/mnist`, ...: downloaded by TFDS,
   online machines only): image classification sets, and text corpora for language models
   (`tfds/tiny_shakespeare`, cut into character windows like the fortunes).
@@ -51,13 +53,32 @@ EMBEDDED: dict[str, tuple[str, str]] = {
 GENERATED = {"adding_problem", "copy_task", "mackey_glass", "addition", "listops"}   # no raw data
 # Tasks a dataset serves besides its own (an experiment's `task`): its images, reconstructed
 ALSO = {"image_classification": ("reconstruction",)}
+# The user's datasets (`params.yaml`: user_datasets), by name: their entries, with `kind` and
+# `path`; set by `use_user_datasets` when params.yaml is read. Each kind's builder is in
+# `user.py`, and its task is known without importing it.
+USER: dict[str, dict] = {}
+USER_MODULE = "user"
+USER_TASKS = {"images": "image_classification", "csv": "forecasting", "text": "language_modelling"}
 WITH_LENGTH = {"adding_problem", "copy_task"}   # T is the config: adding_problem/t100
 # Datasets that take a config after their name (the builder's `named_config`), and how the
 # error message spells it; WITH_LENGTH's is required, the others' optional
 CONFIGURED = {"adding_problem": "/t<T>", "copy_task": "/t<T>", "listops": "[/d<D>]"}
 
-__all__ = ["ALSO", "CATALOG_PREFIX", "CONFIGURED", "EMBEDDED", "GENERATED", "RawDataError", "Splits", "builder",
-           "builder_class", "check_name", "load", "module_of", "prepare", "static_task", "task", "task_of"]
+__all__ = ["ALSO", "CATALOG_PREFIX", "CONFIGURED", "EMBEDDED", "GENERATED", "USER", "USER_TASKS", "RawDataError",
+           "Splits", "builder", "builder_class", "check_name", "load", "module_of", "prepare", "static_task", "task",
+           "task_of", "use_user_datasets", "user_path"]
+
+
+def use_user_datasets(entries: dict[str, dict]) -> None:
+    """Register the user's datasets of params.yaml (replacing any registered before)."""
+    USER.clear()
+    USER.update(entries)
+
+
+def user_path(name: str) -> Path:
+    """Where user dataset `name`'s files are: its `path`, relative to the repository or absolute."""
+    path = Path(USER[name]["path"])
+    return path if path.is_absolute() else paths.ROOT / path
 
 
 def builder_class(base: str) -> type[tfds.core.GeneratorBasedBuilder]:
@@ -68,6 +89,8 @@ def builder_class(base: str) -> type[tfds.core.GeneratorBasedBuilder]:
 
 def module_of(name: str) -> str | None:
     """The module that builds dataset `name` (None for a catalog dataset)."""
+    if name in USER:
+        return f"pipelines.datasets.{USER_MODULE}"
     embedded = _embedded(name)
     return f"pipelines.datasets.{EMBEDDED[embedded[0]][0]}" if embedded else None
 
@@ -92,18 +115,21 @@ def _embedded(name: str) -> tuple[str, str | None] | None:
 
 def check_name(name: str) -> None:
     """Raise a ValueError naming the allowed values if `name` is no dataset name."""
-    if _embedded(name) is not None:
+    if name in USER or _embedded(name) is not None:
         return
     if name.startswith(CATALOG_PREFIX) and len(name) > len(CATALOG_PREFIX):
         return
     embedded = sorted(n + CONFIGURED.get(n, "") for n in EMBEDDED)
-    raise ValueError(f"unknown dataset {name!r}; embedded: {', '.join(embedded)}, "
+    user = f"user_datasets: {', '.join(USER)}, " if USER else ""
+    raise ValueError(f"unknown dataset {name!r}; embedded: {', '.join(embedded)}, {user}"
                      f"or a TFDS catalog name as '{CATALOG_PREFIX}<name>'")
 
 
 def builder(name: str, data_dir: Path | None = None) -> tfds.core.DatasetBuilder:
     check_name(name)
     data_dir = str(data_dir or paths.tfds_dir(name))
+    if name in USER:
+        return _user_builder(name, data_dir)
     embedded = _embedded(name)
     if embedded is None:
         return tfds.builder(name[len(CATALOG_PREFIX):], data_dir=data_dir)
@@ -115,15 +141,27 @@ def builder(name: str, data_dir: Path | None = None) -> tfds.core.DatasetBuilder
     return cls(config=listed.get(config) or cls.named_config(config), data_dir=data_dir)
 
 
+def _user_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    """A user dataset's builder: read back from its prepared files (so that the stages after
+    `prepare_user@<name>` never read the user's files), or from its settings to prepare it."""
+    from pipelines.datasets.user import BUILDERS, user_config
+
+    cls = BUILDERS[USER[name]["kind"]]
+    prepared = Path(data_dir) / cls.name / name / str(cls.VERSION)
+    if (prepared / "dataset_info.json").exists():
+        return tfds.builder_from_directory(str(prepared))
+    return cls(config=user_config(name, {**USER[name], "path": str(user_path(name))}), data_dir=data_dir)
+
+
 def prepare(name: str, data_dir: Path | None = None, raw_dir: Path | None = None) -> None:
     """Build the TFDS dataset: from `raw_dir/<name>/` if embedded, generated from its
     seed, or by download if catalog."""
     b = builder(name, data_dir)
     embedded = _embedded(name)
-    if embedded is None:
+    if embedded is None and name not in USER:
         b.download_and_prepare()
         return
-    if embedded[0] in GENERATED:
+    if name in USER or embedded[0] in GENERATED:
         b.download_and_prepare()
     else:
         manual = (raw_dir or paths.DATA) / name
@@ -150,7 +188,9 @@ def canonicalise_records(folder: Path) -> None:
 
 
 def static_task(name: str) -> str | None:
-    """The task of an embedded dataset, known without loading it (None for catalog names)."""
+    """The task of an embedded or user dataset, known without loading it (None for catalog names)."""
+    if name in USER:
+        return USER_TASKS[USER[name]["kind"]]
     embedded = _embedded(name)
     return builder_class(embedded[0]).ARCHLAB_TASK if embedded else None
 
@@ -219,25 +259,32 @@ class Splits:
 def load(name: str, validation_percent: int, data_dir: Path | None = None) -> Splits:
     """Load a prepared dataset; the validation split is the tail of the training split."""
     b = builder(name, data_dir)
-    if _embedded(name) is None:
+    own = name in USER or _embedded(name) is not None
+    if not own:
         b.download_and_prepare()
     elif not Path(b.data_dir).exists():
         raise FileNotFoundError(f"dataset {name!r} is not prepared in {b.data_dir}; "
-                                "run the prepare stage (`dvc repro prepare`)")
-    if _embedded(name) is None and task_of(b.info) == "language_modelling":
+                                "run its stage (`dvc repro prepare@<name>`, `generate@` or `prepare_user@`)")
+    if not own and task_of(b.info) == "language_modelling":
         return _catalog_text(b, validation_percent)
     keep = 100 - validation_percent
     train, validation, test = b.as_dataset(
         split=[f"train[:{keep}%]", f"train[{keep}%:]", "test"],
         as_supervised=True, shuffle_files=False)
-    return Splits(train, validation, test, b.info, getattr(b, "ARCHLAB_TASK", None) or task_of(b.info), b)
+    tokens = None
+    if name in USER and USER[name]["kind"] == "text":
+        from pipelines.datasets.shared import CHARACTERS  # a builder read back from its files has no VOCABULARY
+
+        tokens = CHARACTERS
+    return Splits(train, validation, test, b.info, static_task(name) or task_of(b.info), b, tokens)
 
 
 def _catalog_text(b: tfds.core.DatasetBuilder, validation_percent: int) -> Splits:
     """A catalog text corpus (`tfds/tiny_shakespeare`: each split one text) as the fortunes
     are: character windows of `ArchlabFortunes.WINDOW` -> the next characters, in text
     order; validation is the tail of the training text."""
-    from pipelines.datasets.text import CHARACTERS, ArchlabFortunes, character_windows
+    from pipelines.datasets.shared import CHARACTERS, character_windows
+    from pipelines.datasets.text import ArchlabFortunes
 
     def windows(split: str):
         texts = [e["text"].decode("utf-8") for e in b.as_dataset(split=split, shuffle_files=False).as_numpy_iterator()]

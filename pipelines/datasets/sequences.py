@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pipelines.datasets import RawDataError
+from pipelines.datasets.shared import TEST_FRACTION, ForecastingWindows
 
 JAPANESE_VOWELS_FILES = {"train": "JapaneseVowels_TRAIN.ts", "test": "JapaneseVowels_TEST.ts"}
 JAPANESE_VOWELS_CHANNELS = 12
@@ -41,7 +42,6 @@ JAPANESE_VOWELS_SPEAKERS = [f"speaker_{i}" for i in range(1, 10)]
 SANTA_FE_FILE = "santafe_laser.npy"
 SANTA_FE_POINTS = 10_093
 WINDOW = 32
-TEST_FRACTION = 0.2
 
 
 def read_ts(path: Path, channels: int) -> tuple[list[np.ndarray], list[str]]:
@@ -128,49 +128,7 @@ def read_santa_fe(path: Path) -> np.ndarray:
     return series
 
 
-class _ForecastingWindows(tfds.core.GeneratorBasedBuilder):
-    """A series as one-step forecasting windows: `WINDOW` standardised points -> the next.
-    Scaled with the mean and standard deviation of the first 1 - `TEST_FRACTION`; the test
-    split's windows lie wholly in the rest. `position` (the target's index in the series)
-    lets a split be read back as one contiguous series (`datasets.series`)."""
-
-    ARCHLAB_TASK = "forecasting"
-    VERSION = tfds.core.Version("1.0.0")
-    WINDOW = WINDOW
-    DESCRIPTION = ""
-    HOMEPAGE = ""
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=f"{self.DESCRIPTION}: {self.WINDOW} standardised points -> the next point.",
-            features=tfds.features.FeaturesDict({
-                "window": tfds.features.Tensor(shape=(self.WINDOW, 1), dtype=np.float32),
-                "target": tfds.features.Tensor(shape=(), dtype=np.float32),
-                "position": np.int32,   # index of the target point in the series
-            }),
-            supervised_keys=("window", "target"),
-            homepage=self.HOMEPAGE,
-        )
-
-    def _series(self, dl_manager: tfds.download.DownloadManager) -> np.ndarray:
-        raise NotImplementedError
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        series = self._series(dl_manager)
-        boundary = int(round(len(series) * (1 - TEST_FRACTION)))
-        train = series[:boundary]
-        scaled = ((series - train.mean()) / train.std()).astype(np.float32)
-        return {"train": self._generate_examples(scaled, 0, boundary),
-                "test": self._generate_examples(scaled, boundary, len(series))}
-
-    def _generate_examples(self, scaled: np.ndarray, start: int, stop: int):
-        for target in range(start + self.WINDOW, stop):
-            yield target, {"window": scaled[target - self.WINDOW:target, None],
-                           "target": scaled[target], "position": target}
-
-
-class ArchlabSantaFeLaser(_ForecastingWindows):
+class ArchlabSantaFeLaser(ForecastingWindows):
     """The Santa Fe laser series as one-step forecasting windows."""
 
     RELEASE_NOTES = {"1.0.0": f"reservoirpy 0.4.2's santafe_laser.npy; windows of {WINDOW}, "
@@ -206,7 +164,7 @@ def mackey_glass(n_timesteps: int, tau: int = 17, a: float = 0.2, b: float = 0.1
     return x[delay:]
 
 
-class ArchlabMackeyGlass(_ForecastingWindows):
+class ArchlabMackeyGlass(ForecastingWindows):
     """Mackey–Glass τ = 17 (generated, seeded) as one-step forecasting windows."""
 
     POINTS = 10_000

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pipelines.datasets import RawDataError
+from pipelines.datasets.shared import CharacterWindows
 
 VOCABULARY = ["<pad>", "<start>", "<end>", *"0123456789+"]
 PAD, START, END = 0, 1, 2
@@ -110,10 +111,6 @@ class ArchlabAddition(tfds.core.GeneratorBasedBuilder):
                       "text": f"{question}={a + b}"}
 
 
-CHARACTERS = ["<unk>", "\n", "\t", *(chr(c) for c in range(32, 127))]
-_CHARACTER_INDEX = {c: i for i, c in enumerate(CHARACTERS)}
-
-
 def read_fortunes(folder: Path) -> list[str]:
     """Every fortune of every file in `folder` (files sorted by name), in order: the
     texts between lines that hold only '%'."""
@@ -131,49 +128,15 @@ def held_out(fortune: str) -> bool:
     return zlib.crc32(fortune.encode("utf-8")) % 10 == 0
 
 
-def characters(text: str) -> np.ndarray:
-    return np.array([_CHARACTER_INDEX.get(c, 0) for c in text], np.int32)
-
-
-def character_windows(text: str, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """A text cut into consecutive windows of `width` character ids -> the same windows one
-    character on, (N, width) each; the last partial window is dropped."""
-    ids = characters(text)
-    n = max((len(ids) - 1) // width, 0)
-    return ids[:n * width].reshape(n, width), ids[1:n * width + 1].reshape(n, width)
-
-
-class ArchlabFortunes(tfds.core.GeneratorBasedBuilder):
+class ArchlabFortunes(CharacterWindows):
     """Debian's fortunes as character windows for a language model."""
 
-    ARCHLAB_TASK = "language_modelling"
-    VOCABULARY = CHARACTERS
-    VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "fortunes 1:1.99.1-7.3 and fortunes-min; windows of 100 characters."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Run `make data`: it extracts the fortune files into data/fortunes/."
-    WINDOW = 100
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=f"BSD fortune cookies (Debian fortunes, fortunes-min): {self.WINDOW} "
-                        "characters -> the next character at each step.",
-            features=tfds.features.FeaturesDict({
-                "window": tfds.features.Tensor(shape=(self.WINDOW,), dtype=np.int32),
-                "target": tfds.features.Tensor(shape=(self.WINDOW,), dtype=np.int32),
-                "position": np.int32,   # the window's first character in the split's text
-            }),
-            supervised_keys=("window", "target"),
-            homepage="https://packages.debian.org/source/sid/fortune-mod",
-            disable_shuffling=True,   # windows stay in text order: a split reads as one text
-        )
+    DESCRIPTION = "BSD fortune cookies (Debian fortunes, fortunes-min)"
+    HOMEPAGE = "https://packages.debian.org/source/sid/fortune-mod"
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         fortunes = read_fortunes(Path(dl_manager.manual_dir))
-        return {"train": self._generate_examples([f for f in fortunes if not held_out(f)]),
-                "test": self._generate_examples([f for f in fortunes if held_out(f)])}
-
-    def _generate_examples(self, fortunes: list[str]):
-        windows, targets = character_windows("\n".join(fortunes) + "\n", self.WINDOW)
-        for i, (window, target) in enumerate(zip(windows, targets)):
-            yield i, {"window": window, "target": target, "position": i * self.WINDOW}
+        return {split: self._generate_examples("\n".join(f for f in fortunes if held_out(f) == test) + "\n")
+                for split, test in (("train", False), ("test", True))}

@@ -6,6 +6,8 @@
                       input): the error `horizon` steps on, over trials started every
                       `trial_stride` test points
     free_run_<steps>_nrmse     the `free_run_steps` points right after the training series
+                      (the free-run scores only for a series alone: with input columns
+                      beside it, a user's CSV series, their future values are unknown)
 
 Evaluation settings (`evaluation:` of an experiment): `horizon` (84, Jaeger & Haas 2004),
 `free_run_steps` (100), `trial_stride` (20).
@@ -103,7 +105,10 @@ class Forecasting(Regression):
         """Free-running generation from the series, each output fed back as the next input:
         the error at step `horizon` over trials started every `trial_stride` test points
         (sqrt of the mean squared error over trials / std of the test series), and over the
-        `free_run_steps` points right after the training series, drawn."""
+        `free_run_steps` points right after the training series, drawn. Not for a series with
+        input columns beside the forecast one (their future values are unknown)."""
+        if model.input_shape[-1] != 1:
+            return {}, []
         horizon, steps = settings.horizon, settings.free_run_steps
         train, test = splits.series("train"), splits.series("test")
         width = model.input_shape[1]

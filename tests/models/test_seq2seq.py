@@ -138,7 +138,8 @@ def test_step_models_convert_to_builtin_tflite_ops():
 def test_fortunes_split_by_text_and_windows_shift_by_one(tmp_path):
     import tensorflow_datasets as tfds
 
-    from pipelines.datasets.text import CHARACTERS, ArchlabFortunes, held_out, read_fortunes
+    from pipelines.datasets.shared import CHARACTERS
+    from pipelines.datasets.text import ArchlabFortunes, held_out, read_fortunes
 
     raw = tmp_path / "fortunes"
     raw.mkdir()
@@ -268,7 +269,7 @@ def _keras_greedy_continuation(path, prime: str, length: int) -> str:
     import keras
 
     from models import seq2seq
-    from pipelines.datasets.text import CHARACTERS
+    from pipelines.datasets.shared import CHARACTERS
 
     decoder = seq2seq.step_models(keras.models.load_model(path))["decoder"]
     states = seq2seq.zero_states(decoder, 1)

@@ -33,10 +33,9 @@ def sh(repo: Path, *cmd: str, check: bool = True, env: dict | None = None) -> su
     return result
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A git repo holding the project's tracked files, digits data and tiny params, after `dvc repro`."""
-    repo = tmp_path_factory.mktemp("e2e") / "repo"
+def scratch_repo(repo: Path, params: dict) -> Path:
+    """A git repo at `repo` holding the project's tracked files (no results), digits data,
+    `params` and its dvc.yaml, nothing run yet."""
     tracked = subprocess.run(["git", "ls-files"], cwd=paths.ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
     for name in tracked:
@@ -44,12 +43,19 @@ def repo(tmp_path_factory) -> Path:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(paths.ROOT / name, repo / name)
     fetch.fetch_digits(repo / "data" / "digits")
-    (repo / "params.yaml").write_text(yaml.safe_dump({**tiny_params(), "study": TINY_STUDY, "anomaly": TINY_ANOMALY},
-                                                     sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     sh(repo, sys.executable, "-m", "pipelines.dag")   # dvc.yaml for these params
     sh(repo, "git", "init", "-q")
     sh(repo, "dvc", "commit", "--force", "--quiet", "data.dvc")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """A git repo holding the project's tracked files, digits data and tiny params, after `dvc repro`."""
+    repo = scratch_repo(tmp_path_factory.mktemp("e2e") / "repo",
+                        {**tiny_params(), "study": TINY_STUDY, "anomaly": TINY_ANOMALY})
     sh(repo, "dvc", "repro", env={runtime.IMPORTS_LOG: str(repo.parent / "imports")})
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "tiny run")

@@ -120,7 +120,8 @@ def test_catalog_text_corpus_becomes_character_windows_in_text_order(tmp_path):
     windows like the fortunes; under mock_data the texts are ours."""
     import tensorflow as tf
 
-    from pipelines.datasets.text import CHARACTERS, ArchlabFortunes
+    from pipelines.datasets.shared import CHARACTERS
+    from pipelines.datasets.text import ArchlabFortunes
 
     texts = {"train": "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 40,
              "test": "All:\nSpeak, speak.\n" * 30, "validation": "x"}

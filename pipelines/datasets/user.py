@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
 
+from pipelines import paths
 from pipelines.datasets import RawDataError
 from pipelines.datasets.shared import CharacterWindows, ForecastingWindows
 
@@ -63,6 +64,12 @@ def user_config(name: str, spec: dict) -> UserConfig:
 
 
 def _existing(path: Path) -> Path:
+    """`path`, which must exist and lie outside `data/` (the embedded raw data, which `make
+    data` commits to data.dvc whole: a user's files there would be versioned twice, and every
+    edit would change data.dvc)."""
+    if path.resolve().is_relative_to(paths.DATA.resolve()):
+        raise RawDataError(f"{path}: inside {paths.DATA}, which data.dvc versions (the embedded raw data); "
+                           "keep your files elsewhere, e.g. user_data/")
     if not path.exists():
         raise RawDataError(f"{path}: no such file or folder")
     return path
@@ -166,8 +173,8 @@ class ArchlabUserImages(tfds.core.GeneratorBasedBuilder):
         images = {}
         for split, classes in files.items():   # read them all before writing any
             images[split] = []
-            for c, paths in classes.items():
-                for path in paths:
+            for c, files_of_class in classes.items():
+                for path in files_of_class:
                     pixels = read_image(path, shape[2], size)
                     if pixels.shape != shape:
                         raise RawDataError(f"{path}: {pixels.shape[0]}x{pixels.shape[1]} pixels, not "
@@ -189,7 +196,7 @@ def read_series(path: Path, columns: list[str]) -> np.ndarray:
     """`columns` of a CSV file with a header row as a (rows, columns) float array, every
     value a finite number."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:   # a spreadsheet's byte-order mark skipped
             rows = list(csv.reader(f))
     except UnicodeDecodeError:
         raise RawDataError(f"{path}: not a UTF-8 text file") from None

@@ -121,6 +121,13 @@ def test_a_csv_series_is_windowed_in_order_and_scaled_with_its_training_rows(tmp
     np.testing.assert_allclose(last["target"], scaled[-1], atol=1e-5)
 
 
+def test_a_spreadsheets_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    from pipelines.datasets.user import read_series
+
+    (tmp_path / "s.csv").write_bytes("\ufeffy;x\n".replace(";", ",").encode("utf-8") + b"1.5,2\n2.5,3\n")
+    np.testing.assert_array_equal(read_series(tmp_path / "s.csv", ["y", "x"]), [[1.5, 2], [2.5, 3]])
+
+
 def test_a_text_folder_is_joined_in_name_order_and_its_end_held_out(tmp_path):
     (tmp_path / "texts" / "b").mkdir(parents=True)
     (tmp_path / "texts" / "a.txt").write_text("first file. " * 30)
@@ -220,6 +227,15 @@ def test_bad_texts_are_refused_naming_the_file(tmp_path, case, write, cause):
     with pytest.raises(RawDataError) as refused:
         datasets.prepare("poems", data_dir=tmp_path / "tfds" / "poems")
     assert str(refused.value).startswith(str(tmp_path / "t.txt")) and cause in str(refused.value)
+
+
+def test_files_inside_data_are_refused(tmp_path, monkeypatch):
+    """data/ is the embedded raw data, versioned whole by data.dvc."""
+    monkeypatch.setattr(paths, "DATA", tmp_path / "data")
+    (tmp_path / "data" / "mine").mkdir(parents=True)
+    use("poems", {"kind": "text", "path": str(tmp_path / "data" / "mine")})
+    with pytest.raises(RawDataError, match=r"mine: inside .*data, which data.dvc versions .*e\.g\. user_data/"):
+        datasets.prepare("poems", data_dir=tmp_path / "tfds" / "poems")
 
 
 def test_a_folder_without_text_files_is_refused(tmp_path):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -113,6 +114,7 @@ class ArchlabUserImages(tfds.core.GeneratorBasedBuilder):
     def _root(self) -> Path:
         return _existing(Path(self.builder_config.path))
 
+    @functools.cached_property
     def _files(self) -> dict[str, dict[str, list[Path]]]:
         """Each split's image files by class, checked: classes with enough images."""
         root = self._root
@@ -146,20 +148,21 @@ class ArchlabUserImages(tfds.core.GeneratorBasedBuilder):
             split["train"][c] = sorted(files[i] for i in order[n_test:])
         return split
 
+    @functools.cached_property
     def _image_shape(self) -> tuple[int, int, int]:
         size, channels = self.builder_config.get("image_size"), self.builder_config.get("channels")
         if size is not None:
             return size[0], size[1], channels
-        first = next(f for files in self._files()["train"].values() for f in files)
+        first = next(f for files in self._files["train"].values() for f in files)
         return (*read_image(first, channels, None).shape[:2], channels)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        classes = sorted(self._files()["train"])
+        classes = sorted(self._files["train"])
         return tfds.core.DatasetInfo(
             builder=self,
             description=f"{self.builder_config.description}: {len(classes)} classes of images.",
             features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=self._image_shape()),
+                "image": tfds.features.Image(shape=self._image_shape),
                 "label": tfds.features.ClassLabel(names=classes),
                 "file": tfds.features.Text(),   # relative to the dataset's folder
             }),
@@ -167,8 +170,8 @@ class ArchlabUserImages(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        files = self._files()
-        shape = self._image_shape()
+        files = self._files
+        shape = self._image_shape
         size = self.builder_config.get("image_size")
         images = {}
         for split, classes in files.items():   # read them all before writing any

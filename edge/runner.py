@@ -5,6 +5,7 @@
     python runner.py reconstruct <tflite folder> images.npy [--variant float32] [--output out.npy]
     python runner.py sample <tflite folder> N [--seed 0] [--variant float32] --output out.npy
     python runner.py tree model.tflite trees.npz [--labels labels.txt] [--output preds.npy]
+    python runner.py forecast <tflite folder> series.npy|series.csv [--free-run N] [--variant float32]
 
 `inputs.npy` holds float32 inputs shaped like the model's input without the batch
 axis, or with it ((N, ...) for N samples). Inputs are scaled as in training
@@ -92,14 +93,18 @@ class StepModel:
         return [results[name] for name in self.outputs]
 
 
+def state_names(model: StepModel) -> list[str]:
+    """A step model's state inputs, state_0, state_1, ... in order."""
+    return sorted((n for n in model.inputs if n.startswith("state_")), key=lambda n: int(n.rsplit("_", 1)[1]))
+
+
 class Generator:
     """Greedy generation with the step models of a seq2seq model or a language model."""
 
     def __init__(self, decoder, encoder=None, num_threads: int = 1):
         self.decoder = StepModel(decoder, num_threads)
         self.encoder = StepModel(encoder, num_threads) if encoder else None
-        self.state_names = sorted((n for n in self.decoder.inputs if n.startswith("state_")),
-                                  key=lambda n: int(n.rsplit("_", 1)[1]))
+        self.state_names = state_names(self.decoder)
 
     @classmethod
     def from_folder(cls, folder, variant: str = "float32") -> Generator:
@@ -176,6 +181,108 @@ def generate(argv: list[str]) -> int:
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+class Forecaster:
+    """A forecaster's step model (`<variant>_step.tflite`): one point in, the forecast of the
+    next one out, its state carried from call to call (zeros to start with). `spec` is the
+    export's `stream.json`: the window the model was trained on (the least warm-up), the
+    channels, and the scaling (each column standardised with the training series' mean and
+    standard deviation)."""
+
+    def __init__(self, path, spec: dict, num_threads: int = 1):
+        self.model = StepModel(path, num_threads)
+        self.spec = spec
+        self.state_names = state_names(self.model)
+        self.states = self.zero_states()
+
+    @classmethod
+    def from_folder(cls, folder, variant: str = "float32") -> Forecaster:
+        folder = Path(folder)
+        return cls(folder / f"{variant}_step.tflite", json.loads((folder / "stream.json").read_text()))
+
+    def zero_states(self) -> list[np.ndarray]:
+        return [np.zeros(self.model.inputs[n][0], np.float32) for n in self.state_names]
+
+    def step(self, point: np.ndarray) -> np.float32:
+        """Read one point (channels,), standardised: the forecast of the next one."""
+        forecast, *self.states = self.model(point=point, **dict(zip(self.state_names, self.states)))
+        return forecast.reshape(-1)[0]
+
+    def read(self, points: np.ndarray) -> np.ndarray:
+        """Read standardised points (T, channels) in order: the forecast after each (T,)."""
+        return np.array([self.step(p) for p in points], np.float32)
+
+    def free_run(self, first: float, steps: int) -> np.ndarray:
+        """`first` (the last forecast) and `steps` - 1 more, each fed back as the next point."""
+        out = [np.float32(first)]
+        while len(out) < steps:
+            out.append(self.step(np.array([out[-1]], np.float32)))
+        return np.array(out[:steps], np.float32)
+
+    def scale(self, points: np.ndarray) -> np.ndarray:
+        return ((points - np.asarray(self.spec["mean"])) / np.asarray(self.spec["std"])).astype(np.float32)
+
+    def unscale(self, values: np.ndarray) -> np.ndarray:
+        return values * self.spec["std"][0] + self.spec["mean"][0]
+
+
+def read_series(path: str, channels: int) -> np.ndarray:
+    """A series as (T, channels) float32: a `.npy` array, or a CSV file of `channels` numeric
+    columns (a header line is skipped)."""
+    if path.endswith(".npy"):
+        series = np.load(path)
+    else:
+        with open(path) as f:
+            lines = [line for line in f.read().splitlines() if line.strip()]
+        try:
+            float(lines[0].split(",")[0])
+        except (ValueError, IndexError):
+            lines = lines[1:]   # a header
+        try:
+            series = np.array([[float(v) for v in line.split(",")] for line in lines])
+        except ValueError as e:
+            raise ValueError(f"{path}: not a CSV of numbers ({e})") from None
+    series = np.asarray(series, np.float32)
+    series = series.reshape(-1, 1) if series.ndim == 1 else series
+    if series.ndim != 2 or series.shape[1] != channels or not len(series):
+        raise ValueError(f"{path}: a series shaped {series.shape}; the model reads (T, {channels}) points")
+    if not np.all(np.isfinite(series)):
+        raise ValueError(f"{path}: the series has missing or infinite values")
+    return series
+
+
+def forecast(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="runner.py forecast", description="Stream a series point by point "
+                                     "through an archlab forecaster's step model: after each point, the forecast "
+                                     "of the next one (one line each), then --free-run N points generated from "
+                                     "the last state, each forecast fed back as the next point.")
+    parser.add_argument("folder", help="the export folder: <variant>_step.tflite, stream.json")
+    parser.add_argument("series", help="a .npy array (T,) or (T, channels), or a CSV file of the column(s)")
+    parser.add_argument("--free-run", type=int, default=0, metavar="N", help="points to generate after the series")
+    parser.add_argument("--variant", default="float32")
+    parser.add_argument("--scaled", action="store_true", help="the series is already standardised as in training "
+                        "(and the forecasts are printed so); default: original units")
+    parser.add_argument("--output", help="also save the printed values to this .npy file")
+    args = parser.parse_args(argv)
+    try:
+        model = Forecaster.from_folder(args.folder, args.variant)
+        series = read_series(args.series, model.spec["channels"])
+        points = series if args.scaled else model.scale(series)
+        values = model.read(points)
+        if args.free_run:
+            if model.spec["channels"] != 1:
+                raise ValueError("--free-run feeds forecasts back: only for a model of one channel")
+            values = np.concatenate([values, model.free_run(values[-1], args.free_run + 1)[1:]])
+        values = values if args.scaled else model.unscale(values)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.output:
+        np.save(args.output, values)
+    for value in values:
+        print(f"{value:.6g}")
     return 0
 
 
@@ -302,7 +409,7 @@ def predict(argv: list[str], prog: str | None, description: str, model_help: str
     return 0
 
 
-COMMANDS = {"generate": generate, "reconstruct": reconstruct, "sample": sample, "tree": tree}
+COMMANDS = {"generate": generate, "reconstruct": reconstruct, "sample": sample, "tree": tree, "forecast": forecast}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,12 @@ discarded when the targets are per step; or `dense`: the same layer trained by g
 descent through the common Keras path, the reservoir frozen. With `per_step`
 heads the readout acts at every step (sequence in, sequence out, as reservoirpy runs).
 
+The states a ridge readout is fitted on come from the `regime`: `windows`, each training
+example read from a zero state (what the window model computes at test time), or
+`continuous` (forecasting): the reservoir driven once through the whole training series,
+every step after the first `warmup` a sample, as reservoirpy and Jaeger & Haas (2004) run
+it; such a model is meant to run with its state carried (`models/streaming.py`).
+
 Hyperparameters carry reservoirpy's names and, where it has them, its defaults.
 The per-series model-space ridge is solved inside the model with Newton–Schulz
 iterations (matrix products only), so the whole classifier converts to builtin TFLite ops.
@@ -38,7 +44,7 @@ import numpy as np
 from keras import layers, ops
 from pydantic import Field
 
-from models.registry import Head, Hyperparameters, register
+from models.registry import Head, Hyperparameters, Stream, register
 
 TASKS = ("forecasting", "sequence_classification", "sequence_regression")
 
@@ -177,6 +183,7 @@ class EsnParams(Hyperparameters):
     readout: Literal["ridge", "dense"] = "ridge"
     ridge: float = Field(default=1e-6, ge=0)
     warmup: int = Field(default=0, ge=0)
+    regime: Literal["windows", "continuous"] = "windows"
     unroll: bool = False
 
 
@@ -223,16 +230,32 @@ def harvest(model: keras.Model, inputs: np.ndarray, masking: bool,
     return (states if every_step else state), real
 
 
-def fit(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, params: EsnParams) -> None:
+def fit(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, params: EsnParams,
+        stream: Stream | None = None) -> None:
     """Fit what has a closed form: the PCA of the training states (scikit-learn), then a
-    ridge readout over the representations (a `dense` readout is left to gradient descent)."""
+    ridge readout over the representations (a `dense` readout is left to gradient descent).
+    `regime` "windows" collects the states of the training examples, each from a zero
+    state; "continuous" drives the reservoir once through the training series `stream`
+    (as reservoirpy does) and fits every step after the first `warmup` whose next point is
+    a training target (the validation's are left out)."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import Ridge
 
     readout = model.get_layer("outputs")
     per_step = readout.input.ndim == 3
-    every_step = per_step or params.pca_components or params.representation != "last"
-    states, real = harvest(model, inputs, params.masking, every_step)
+    if params.regime == "continuous":
+        if stream is None or per_step or params.representation != "last":
+            raise ValueError("regime 'continuous' drives the reservoir through one series: forecasting "
+                             "datasets only, with representation 'last'")
+        states, _ = harvest(model, stream.points[None], params.masking)
+        fitted = stream.fitted & (np.arange(len(stream.fitted)) >= params.warmup)
+        if not fitted.any():
+            raise ValueError(f"warmup {params.warmup} leaves none of the {len(fitted)} training steps")
+        states, real, targets = states[0][fitted][:, None], np.ones((int(fitted.sum()), 1), bool), \
+            stream.targets[fitted]
+    else:
+        every_step = per_step or params.pca_components or params.representation != "last"
+        states, real = harvest(model, inputs, params.masking, every_step)
     features = states
     if params.pca_components:
         if params.pca_components > min(states.shape[-1], int(real.sum())):

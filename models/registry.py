@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 
@@ -49,8 +50,20 @@ OUTPUT_DTYPE = "float32"
 
 Builder = Callable[[keras.KerasTensor, Head, Hyperparameters], keras.Model]
 # A closed-form fit (reservoir computing's ridge readout): (model, inputs, targets,
-# hyperparameters) -> None; it runs before any gradient training.
+# hyperparameters, stream=Stream | None) -> None; it runs before any gradient training.
 Fit = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A forecasting task's training series read as one stream, for a closed-form fit in the
+    continuous regime: the points in order (T, channels), the next value of the forecast
+    column after each (T,), and which of those are training targets (T,) bool (the
+    validation's are not)."""
+
+    points: np.ndarray
+    targets: np.ndarray
+    fitted: np.ndarray
 # Step models of a generative architecture (seq2seq, language model): (trained model,
 # batch size) -> {"encoder": ..., "decoder": ...}, what inference and TFLite run.
 Steps = Callable[..., dict]

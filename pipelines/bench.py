@@ -8,7 +8,9 @@
 
 - Inference: for every exported experiment, the median single-sample latency of the
   Keras model and of each TFLite variant on the LiteRT interpreter, measured here in
-  turn on the same inputs, and each variant's speed-up over Keras.
+  turn on the same inputs, and each variant's speed-up over Keras; for a forecaster, also
+  one point through each step file (`<variant>_step.tflite`, the state carried) and the
+  window file's latency over it (W recurrent steps against one).
 - Pipeline: the wall time of a no-op `dvc repro` (everything up to date) and of
   `dvc status`.
 - Training overhead: the train stage's path (`training.fit`: tf.data, callbacks, the
@@ -129,6 +131,10 @@ def inference(params: config.Params) -> pd.DataFrame:
             ms = tflite.median_latency_ms(lambda _, step=step: step(), None, RUNS)
             row[f"{variant} ms"] = ms
             row[f"{variant} speed-up"] = keras_ms / ms
+            point = edge.one_point(files, variant) if hasattr(edge, "one_point") else None
+            if point is not None:   # a forecaster: one point through its step model, the state carried
+                row[f"{variant} step ms"] = tflite.median_latency_ms(lambda _, point=point: point(), None, RUNS)
+                row[f"{variant} window / step"] = ms / row[f"{variant} step ms"]
         rows.append(row)
     return pd.DataFrame(rows)
 

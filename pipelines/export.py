@@ -9,8 +9,11 @@ runner (`edge/runner.py`, what a device runs) on the test split. Recorded per va
 `export/metrics.json`: `tflite_<variant>_size_bytes`, `tflite_<variant>_max_abs_diff`
 (against the Keras outputs), `tflite_<variant>_<headline>_delta` (the headline metric's
 change) and, for generated tokens, `tflite_<variant>_greedy_agreement` (the share of test
-examples whose greedy output equals Keras's); the latencies (`keras_latency_ms`,
-`tflite_<variant>_latency_ms`: median single-sample), which differ per machine, in
+examples whose greedy output equals Keras's); for a forecaster's step model (`<variant>_step.tflite`,
+`pipelines/exporters/stream.py`) `tflite_<variant>_step_size_bytes`, `_step_max_abs_diff` (over
+the whole test series, the state carried) and `_step_nrmse_delta`; the latencies (`keras_latency_ms`,
+`tflite_<variant>_latency_ms`: median single-sample; `keras_step_latency_ms`,
+`tflite_<variant>_step_latency_ms`: one point), which differ per machine, in
 `export/timings.json` (outside DVC). The stage fails, writing nothing, if a file contains a
 Flex (select TF) op, or the float32 files differ from Keras by more than
 `export.float32_tolerance` (1e-4) or disagree with its greedy outputs on any example.
@@ -53,6 +56,9 @@ def export(name: str, params: config.Params) -> dict[str, float]:
     reference_score = task.score(expected, y_test)
     metrics: dict[str, float] = {f"keras_{task.headline}": reference_score, "parity_examples": int(len(y_test))}
     timings = {"keras_latency_ms": edge.keras_latency_ms(x_test, settings.latency_runs)}
+    spec = edge.spec() if hasattr(edge, "spec") else None
+    if spec is not None:
+        timings["keras_step_latency_ms"] = edge.keras_step_latency_ms(settings.latency_runs)
     with runtime.atomic_dir(paths.export_dir(name)) as out:
         (out / "tflite").mkdir()
         for variant in settings.variants:
@@ -71,6 +77,12 @@ def export(name: str, params: config.Params) -> dict[str, float]:
             log.info("%s %s: %d bytes, %.3f ms, max |diff| %.2e, %s delta %+.4f", name, variant,
                      metrics[f"{prefix}_size_bytes"], timings[f"{prefix}_latency_ms"], diff,
                      task.headline, metrics[f"{prefix}_{task.headline}_delta"])
+            if spec is not None:   # a forecaster's step model beside its window model
+                runtime.write_json(out / "tflite" / "stream.json", spec)
+                step_metrics, step_timings = edge.extras(out / "tflite", variant, settings,
+                                                          f"{name} {variant}")
+                metrics.update(step_metrics)
+                timings.update(step_timings)
         if splits.class_names:
             (out / "tflite" / "labels.txt").write_text("\n".join(splits.class_names) + "\n")
         if task.tokens:

@@ -4,7 +4,8 @@
 
 Reads each experiment's evaluate and export metrics; writes
 `outputs/report/leaderboard.md`, `leaderboard.csv` and `leaderboard.png` (headline
-metric, TFLite size, latency and parity per experiment; `accuracy_by_depth.png` where
+metric, TFLite size, latency and parity per experiment; forecasters streamed beside
+windowed, with the per-point latency of their step and window models; `accuracy_by_depth.png` where
 experiments score trees by depth) and logs them to the MLflow
 experiment `leaderboard`. `summary.json`, the stage's DVC metrics, holds the figures
 that repeat exactly (no timings); `machines.json` names the machine that trained each
@@ -216,6 +217,44 @@ def pictures_section(params: config.Params) -> str:
     return "\n".join(["", "## Autoencoders: pictures", "", *lines]) if lines else ""
 
 
+def stream_section(params: config.Params) -> str:
+    """Forecasters streamed beside windowed: each score from a window read from a zero state
+    and from the step model's carried state, and the per-point LiteRT latency of both."""
+    rows, pictures = [], []
+    for name, exp in params.experiments.items():
+        evaluation = _read(paths.eval_dir(name) / "metrics.json")
+        if "test_nrmse_stream" not in evaluation:
+            continue
+        exported = {**_read(paths.export_dir(name) / "metrics.json"), **_timings(paths.export_dir(name))}
+        row = {"experiment": name, "architecture": exp.architecture, "dataset": exp.dataset,
+               "test_nrmse": evaluation["test_nrmse"], "test_nrmse stream": evaluation["test_nrmse_stream"]}
+        for key in sorted(k for k in evaluation if k.startswith("free_run_") and k.endswith("_stream")):
+            windowed = key[:-len("_stream")]
+            row[windowed], row[f"{windowed} stream"] = evaluation.get(windowed, NA), evaluation[key]
+        window_ms = exported.get("tflite_float32_latency_ms", NA)
+        step_ms = exported.get("tflite_float32_step_latency_ms", NA)
+        row.update({"window ms": window_ms, "step ms": step_ms, "window / step": window_ms / step_ms,
+                    "step max abs diff": exported.get("tflite_float32_step_max_abs_diff", NA)})
+        rows.append(row)
+        picture = paths.eval_dir(name) / "plots" / "free_run.png"
+        if picture.exists():
+            pictures.append(f"![{name} free run](../experiments/{name}/eval/plots/free_run.png)")
+    if not rows:
+        return ""
+    frame = pd.DataFrame(rows)
+    view = frame.apply(lambda column: column.map(_fmt("{:.3g}")) if column.dtype.kind == "f" else column)
+    return "\n".join(["", "## Forecasters streamed: windows against the carried state", "",
+                      view.to_markdown(index=False, disable_numparse=True), "",
+                      "Each score twice: from a window of the series read from a zero state (what the "
+                      "window model computes), and `stream`, by the step model with its state carried "
+                      "through the series (warmed up on the end of the training series), on the same "
+                      "targets. ms: the median LiteRT latency of one forecast on this machine, the "
+                      "window model reading W points against the step model reading one (float32); "
+                      "step max abs diff: the float32 step file against the Keras step model over the "
+                      "whole test series, the state carried. Free runs from windows (dashed) and from "
+                      "the carried state (dotted):", "", *pictures, ""])
+
+
 def depth_section(params: config.Params, out: Path) -> str:
     """Accuracy by tree depth (the tree task's `depth_<d>_accuracy`), one row per experiment
     and one line each in `accuracy_by_depth.png`, per task and dataset."""
@@ -374,7 +413,8 @@ def report(params: config.Params) -> pd.DataFrame:
                               paths.STUDY_FIGURE, "test MSE against T") if params.study else ""
         anomaly = sweep_section("One-class anomaly detection", paths.ANOMALY, "anomaly.md", paths.ANOMALY_FIGURE,
                                 "ROC-AUC per normal class") if params.anomaly else ""
-        (out / "leaderboard.md").write_text(markdown(frame) + depth_section(params, out) + study + anomaly
+        (out / "leaderboard.md").write_text(markdown(frame) + stream_section(params) + depth_section(params, out)
+                                            + study + anomaly
                                             + unfold_section(params) + pictures_section(params) + machines_section())
         leaderboard(frame, out / "leaderboard.png")
         register_champions(frame)

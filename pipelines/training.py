@@ -101,7 +101,8 @@ def fit(context: stage.Context, *, resumable: bool = True) -> dict[str, float]:
             started = time.perf_counter()
             if arch.fit is not None:  # closed-form parts first (reservoir computing: ridge readout)
                 inputs, targets = task.arrays(train_split)
-                arch.fit(model, inputs, targets, hyperparameters)
+                arch.fit(model, inputs, targets, hyperparameters,
+                         stream=task.training_stream(splits, fitting.max_train_examples))
             if gradient:
                 with strategy.scope():
                     history, resumed = _descend(model, train_ds, val_ds, training, steps_per_epoch, out,

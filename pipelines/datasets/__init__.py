@@ -224,15 +224,42 @@ class Splits:
     task: str
     builder: tfds.core.DatasetBuilder | None = None
     tokens: list[str] | None = None   # a token dataset's vocabulary, if not the builder's
+    train_split: str = "train"        # the builder's split that `train` reads (the rest is validation)
+
+    def _examples(self, split: str) -> list[dict]:
+        if self.builder is None or "position" not in self.info.features:
+            raise ValueError(f"dataset {self.info.name!r} has no series positions")
+        return sorted(self.builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator(),
+                      key=lambda e: e["position"])
 
     def series(self, split: str) -> np.ndarray:
         """A whole forecasting split ('train' or 'test') as the contiguous series its
         windows were cut from: the first window, then every target in order."""
-        if self.builder is None or "position" not in self.info.features:
-            raise ValueError(f"dataset {self.info.name!r} has no series positions")
-        examples = sorted(self.builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator(),
-                          key=lambda e: e["position"])
+        examples = self._examples(split)
         return np.concatenate([examples[0]["window"][:, 0], [e["target"] for e in examples]])
+
+    def stream(self, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A whole forecasting split read as one stream: the points its windows read, in
+        order (T, channels), the next value of the forecast column after each (T,), and that
+        value's position in the series (T,)."""
+        examples = self._examples(split)
+        first = examples[0]["window"]
+        points = np.concatenate([first, [e["window"][-1] for e in examples[1:]]])
+        targets = np.concatenate([points[1:, 0], [examples[-1]["target"]]])
+        return points, targets, examples[0]["position"] - len(first) + 1 + np.arange(len(points))
+
+    def positions(self, limit: int | None = None) -> np.ndarray:
+        """The series positions of the training targets (the first `limit` examples of
+        `train`), which the validation's are not."""
+        ds = self.builder.as_dataset(split=self.train_split, shuffle_files=False).map(lambda e: e["position"])
+        return np.fromiter((ds.take(limit) if limit else ds).as_numpy_iterator(), np.int64)
+
+    @property
+    def scaling(self) -> dict | None:
+        """A forecasting series' scaling: the training series' mean and standard deviation per
+        column, which its builder standardised every column with (None if not recorded)."""
+        metadata = self.info.metadata or {}
+        return {"mean": metadata["mean"], "std": metadata["std"]} if "mean" in metadata else None
 
     @property
     def input_shape(self) -> tuple:
@@ -276,7 +303,8 @@ def load(name: str, validation_percent: int, data_dir: Path | None = None) -> Sp
         from pipelines.datasets.shared import CHARACTERS  # a builder read back from its files has no VOCABULARY
 
         tokens = CHARACTERS
-    return Splits(train, validation, test, b.info, static_task(name) or task_of(b.info), b, tokens)
+    return Splits(train, validation, test, b.info, static_task(name) or task_of(b.info), b, tokens,
+                  f"train[:{keep}%]")
 
 
 def _catalog_text(b: tfds.core.DatasetBuilder, validation_percent: int) -> Splits:

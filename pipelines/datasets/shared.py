@@ -29,7 +29,8 @@ class ForecastingWindows(Windows):
     """A series as one-step forecasting windows: `window` standardised points -> the next
     point of its first column (the forecast one; any other columns are inputs beside it).
     Each column is scaled with the mean and standard deviation of the first
-    1 - `test_fraction` of the series; the test split's windows lie wholly in the rest.
+    1 - `test_fraction` of the series (kept in the dataset's metadata, `metadata.json`); the
+    test split's windows lie wholly in the rest.
     `position` (the target's index in the series) lets a split be read back as one
     contiguous series (`datasets.series`)."""
 
@@ -54,6 +55,7 @@ class ForecastingWindows(Windows):
             }),
             supervised_keys=("window", "target"),
             homepage=self.HOMEPAGE,
+            metadata=tfds.core.MetadataDict(),   # the scaling: mean and std per column
         )
 
     def _series(self, dl_manager: tfds.download.DownloadManager) -> np.ndarray:
@@ -65,7 +67,9 @@ class ForecastingWindows(Windows):
         series = series.reshape(len(series), -1)
         boundary = self.boundary(len(series))
         train = series[:boundary]
-        scaled = ((series - train.mean(axis=0)) / train.std(axis=0)).astype(np.float32)
+        mean, std = train.mean(axis=0), train.std(axis=0)
+        self.info.metadata.update(mean=mean.tolist(), std=std.tolist())
+        scaled = ((series - mean) / std).astype(np.float32)
         return {"train": self._generate_examples(scaled, 0, boundary),
                 "test": self._generate_examples(scaled, boundary, len(series))}
 

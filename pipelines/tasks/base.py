@@ -88,6 +88,11 @@ class Task:
         """Examples into batches of `batch_size` (the last one of a pass partial)."""
         return ds.batch(batch_size)
 
+    def training_stream(self, splits, limit: int | None = None):
+        """The training split read as one stream (`models.registry.Stream`), for a closed-form
+        fit in the continuous regime; None where examples are not cut from one series."""
+        return None
+
     def arrays(self, ds: tf.data.Dataset, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A split as preprocessed NumPy arrays (inputs, targets), optionally the first
         `limit`; inputs are a tuple of arrays for a model of several inputs (seq2seq)."""

@@ -9,8 +9,14 @@
                       (the free-run scores only for a series alone: with input columns
                       beside it, a user's CSV series, their future values are unknown)
 
+and the same scores streamed (`_stream`), by the model's step model (`models/streaming.py`)
+with its state carried rather than a window read from a zero state: warmed up on the last
+`stream_warmup` points of the training series, then reading the test series one point at a
+time; each free run starts from the state carried to the point its window ends at. Same
+targets, same scaling as the windowed scores (a bidirectional model has no step model).
+
 Evaluation settings (`evaluation:` of an experiment): `horizon` (84, Jaeger & Haas 2004),
-`free_run_steps` (100), `trial_stride` (20).
+`free_run_steps` (100), `trial_stride` (20), `stream_warmup` (default: the window).
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import numpy as np
 import tensorflow as tf
 from pydantic import Field
 
-from models.registry import inference_graph
+from models.registry import Stream, inference_graph
+from models.streaming import Stepper, step_model
 from pipelines.plots import plt, save
 from pipelines.tasks import base
 from pipelines.tasks.regression import Regression, mse
@@ -31,6 +38,7 @@ class ForecastingEvaluation(base.Evaluation):
     horizon: int = Field(default=84, ge=1)
     free_run_steps: int = Field(default=100, ge=1)
     trial_stride: int = Field(default=20, ge=1)
+    stream_warmup: int | None = Field(default=None, ge=1)
 
 
 def nrmse(outputs: np.ndarray, targets: np.ndarray) -> float:
@@ -48,6 +56,12 @@ def free_run(model, windows: np.ndarray, steps: int) -> np.ndarray:
         generated.append(following[:, 0, 0])
         x = tf.concat([x[:, 1:], following], axis=1)
     return np.stack([g.numpy() for g in generated], axis=1)
+
+
+def at_horizon_nrmse(generated: np.ndarray, series: np.ndarray, truth_at: np.ndarray) -> float:
+    """The free runs' error at their horizon: sqrt of the mean squared error over the trials,
+    over the standard deviation of the series."""
+    return float(np.sqrt(np.mean((generated - series[truth_at]) ** 2)) / np.std(series))
 
 
 def plot_forecast(targets: np.ndarray, predictions: np.ndarray, path: Path, steps: int = 400) -> None:
@@ -69,12 +83,16 @@ def plot_forecast(targets: np.ndarray, predictions: np.ndarray, path: Path, step
     save(fig, path)
 
 
-def plot_free_run(actual: np.ndarray, generated: np.ndarray, horizon: int, path: Path) -> None:
-    """A free-running generation against the series it should follow."""
+def plot_free_run(actual: np.ndarray, generated: np.ndarray, horizon: int, path: Path,
+                  streamed: np.ndarray | None = None) -> None:
+    """A free-running generation against the series it should follow (and the step model's,
+    from its carried state)."""
     fig, ax = plt.subplots(figsize=(10, 3.6))
     steps = np.arange(1, len(actual) + 1)
     ax.plot(steps, actual, label="actual", lw=1.2)
-    ax.plot(steps, generated, label="generated (outputs fed back)", lw=1.2, ls="--")
+    ax.plot(steps, generated, label="generated from a window (outputs fed back)", lw=1.2, ls="--")
+    if streamed is not None:
+        ax.plot(steps, streamed, label="generated from the carried state", lw=1.2, ls=":")
     ax.axvline(horizon, color="grey", lw=0.8, ls=":", label=f"step {horizon}")
     ax.set_xlabel("steps after the training series")
     ax.set_ylabel("value (standardised)")
@@ -100,30 +118,71 @@ class Forecasting(Regression):
         plot_forecast(targets, outputs.reshape(targets.shape), path)
         return [path]
 
+    def exporter(self) -> type:
+        from pipelines.exporters.stream import Streaming
+
+        return Streaming
+
+    def training_stream(self, splits, limit: int | None = None) -> Stream:
+        points, targets, positions = splits.stream("train")
+        return Stream(points, targets, np.isin(positions, splits.positions(limit)))
+
     def extra(self, model, splits, inputs, targets, out_dir: Path,
               settings: ForecastingEvaluation) -> tuple[dict[str, float], list[Path]]:
         """Free-running generation from the series, each output fed back as the next input:
         the error at step `horizon` over trials started every `trial_stride` test points
         (sqrt of the mean squared error over trials / std of the test series), and over the
-        `free_run_steps` points right after the training series, drawn. Not for a series with
-        input columns beside the forecast one (their future values are unknown)."""
-        if model.input_shape[-1] != 1:
-            return {}, []
-        horizon, steps = settings.horizon, settings.free_run_steps
-        train, test = splits.series("train"), splits.series("test")
-        width = model.input_shape[1]
-        after_training = free_run(model, train[None, -width:, None], steps)[0]
+        `free_run_steps` points right after the training series, drawn; from windows, then
+        streamed (see the module docstring), with the streamed one-step score. The free runs
+        are not for a series with input columns beside the forecast one (their future values
+        are unknown)."""
+        horizon, steps, width = settings.horizon, settings.free_run_steps, model.input_shape[1]
+        test = splits.series("test")
         starts = np.arange(0, len(test) - width - horizon + 1, settings.trial_stride)
-        windows = np.stack([test[s:s + width] for s in starts])[..., None]
-        at_horizon = free_run(model, windows, horizon)[:, -1]
-        truth = test[starts + width + horizon - 1]
-        scale = np.std(test)
-        metrics = {f"free_run_nrmse_{horizon}": float(np.sqrt(np.mean((at_horizon - truth) ** 2)) / scale),
-                   "free_run_trials": int(len(starts)),
-                   f"free_run_{steps}_nrmse": nrmse(after_training, test[:steps])}
+        metrics, after_training = {}, None
+        if model.input_shape[-1] == 1:
+            train = splits.series("train")
+            after_training = free_run(model, train[None, -width:, None], steps)[0]
+            windows = np.stack([test[s:s + width] for s in starts])[..., None]
+            at_horizon = free_run(model, windows, horizon)[:, -1]
+            metrics = {f"free_run_nrmse_{horizon}": at_horizon_nrmse(at_horizon, test, starts + width + horizon - 1),
+                       "free_run_trials": int(len(starts)),
+                       f"free_run_{steps}_nrmse": nrmse(after_training, test[:steps])}
+        try:
+            stepper = Stepper(step_model(model))
+        except ValueError:   # a bidirectional model reads the future: no step model
+            streamed = None
+        else:
+            streamed, stream_metrics = self.streaming(stepper, splits, settings, width, starts)
+            metrics.update(stream_metrics)
+        if after_training is None:
+            return metrics, []
         path = out_dir / "free_run.png"
-        plot_free_run(test[:steps], after_training, horizon, path)
+        plot_free_run(test[:steps], after_training, horizon, path, streamed)
         return metrics, [path]
+
+    @staticmethod
+    def streaming(stepper: Stepper, splits, settings: ForecastingEvaluation, width: int,
+                  starts: np.ndarray) -> tuple[np.ndarray | None, dict[str, float]]:
+        """The streamed scores, and the free run after the training series (None for a
+        series with input columns)."""
+        horizon, steps = settings.horizon, settings.free_run_steps
+        train_points, _, _ = splits.stream("train")
+        if train_points.shape[-1] == 1:   # and the last training point (a target, whose other columns are unknown)
+            train_points = splits.series("train")[:, None]
+        test_points, following, _ = splits.stream("test")
+        warmed, states, _ = stepper.read(train_points[None, -(settings.stream_warmup or width):])
+        ends = starts + width - 1      # the test point each trial's window ends at
+        forecasts, _, at_ends = stepper.read(test_points[None], states, keep_states=ends)
+        metrics = {"test_nrmse_stream": nrmse(forecasts[0, width - 1:], following[width - 1:])}
+        if test_points.shape[-1] != 1:
+            return None, metrics
+        test = np.concatenate([test_points[:, 0], following[-1:]])
+        trials = stepper.free_run(forecasts[0, ends], [s[:, 0] for s in at_ends], horizon)[:, -1]
+        after_training = stepper.free_run(warmed[:, -1], states, steps)[0]
+        metrics.update({f"free_run_nrmse_{horizon}_stream": at_horizon_nrmse(trials, test, ends + horizon),
+                        f"free_run_{steps}_nrmse_stream": nrmse(after_training, test[:steps])})
+        return after_training, metrics
 
 
 TASK = Forecasting()

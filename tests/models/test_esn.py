@@ -20,7 +20,7 @@ from models.registry import Head
 from pipelines import config, datasets, evaluate, export, paths, tasks, train
 from pipelines.datasets.sequences import ArchlabMackeyGlass, mackey_glass
 from pipelines.exporters import tflite
-from pipelines.exporters.single import fixed_batch_copy
+from pipelines.exporters.window import fixed_batch_copy
 from pipelines.tasks.forecasting import free_run, nrmse
 from tests.conftest import tiny_params
 

@@ -37,7 +37,10 @@ def test_each_stage_depends_on_its_own_family_task_and_data():
                   "pipelines/exporters/single.py", "outputs/tfds/mackey_glass"):
         assert other not in train["deps"], other
     assert "pipelines/exporters/steps.py" in stages["export@lm"]["deps"]
-    assert "pipelines/exporters/single.py" in stages["export@mg_esn"]["deps"]
+    assert {"pipelines/exporters/stream.py", "pipelines/exporters/window.py",
+            "models/streaming.py"} <= set(stages["export@mg_esn"]["deps"])
+    assert "pipelines/exporters/single.py" not in stages["export@mg_esn"]["deps"]
+    assert "pipelines/exporters/stream.py" not in stages["export@lm"]["deps"]
     assert {"models/esn.py", "pipelines/tasks/forecasting.py"} <= set(stages["evaluate@mg_esn"]["deps"])
     # datasets: raw data for those read from data/, none for generated ones
     assert "data/digits" in stages["prepare@digits"]["deps"]

@@ -222,6 +222,8 @@ class Forecaster:
         return np.array(out[:steps], np.float32)
 
     def scale(self, points: np.ndarray) -> np.ndarray:
+        if "mean" not in self.spec:
+            raise ValueError("stream.json records no scaling: give a standardised series with --scaled")
         return ((points - np.asarray(self.spec["mean"])) / np.asarray(self.spec["std"])).astype(np.float32)
 
     def unscale(self, values: np.ndarray) -> np.ndarray:

@@ -107,7 +107,8 @@ class Stepper:
             if t in wanted:
                 kept[t] = states
         stacked = None if keep_states is None else \
-            [np.stack([kept[int(t)][i] for t in keep_states]) for i in range(len(states))]
+            [np.stack([kept[int(t)][i] for t in keep_states]) if len(keep_states) else
+             np.zeros((0, *s.shape), np.float32) for i, s in enumerate(states)]
         return forecasts, states, stacked
 
     def free_run(self, first: np.ndarray, states: list[np.ndarray], steps: int) -> np.ndarray:

@@ -61,6 +61,8 @@ def export(name: str, params: config.Params) -> dict[str, float]:
         timings["keras_step_latency_ms"] = edge.keras_step_latency_ms(settings.latency_runs)
     with runtime.atomic_dir(paths.export_dir(name)) as out:
         (out / "tflite").mkdir()
+        if spec is not None:
+            runtime.write_json(out / "tflite" / "stream.json", spec)
         for variant in settings.variants:
             files = edge.write(variant, out / "tflite", representative)
             outputs, diff = edge.run(files, x_test, reference, f"{name} {variant}")
@@ -78,7 +80,6 @@ def export(name: str, params: config.Params) -> dict[str, float]:
                      metrics[f"{prefix}_size_bytes"], timings[f"{prefix}_latency_ms"], diff,
                      task.headline, metrics[f"{prefix}_{task.headline}_delta"])
             if spec is not None:   # a forecaster's step model beside its window model
-                runtime.write_json(out / "tflite" / "stream.json", spec)
                 step_metrics, step_timings = edge.extras(out / "tflite", variant, settings,
                                                           f"{name} {variant}")
                 metrics.update(step_metrics)

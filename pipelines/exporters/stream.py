@@ -5,7 +5,8 @@
                             [the next point's forecast, states], for a device that reads
                             a series one point at a time with the state carried
     stream.json             what the edge runner's `forecast` needs: the window (the least
-                            warm-up), channels, state sizes, the scaling, the variants
+                            warm-up), channels, state sizes, the scaling (each column's
+                            training mean and std) and the variants that have a step file
 
 Parity of the step model: its file steps through the last W points of the training series
 and then the whole test series, the state carried (never reset), against the Keras step
@@ -37,6 +38,7 @@ class Streaming(WindowModel):
         except ValueError:
             self.step = None
         self.width, self.splits = model.input_shape[1], splits
+        self.variants = [v for v in variants if v != "int8"] if self.step is not None else []
         self._series = self._keras = None
 
     def write(self, variant: str, folder, representative) -> list:
@@ -50,11 +52,9 @@ class Streaming(WindowModel):
         if self.step is None:
             return None
         recurrent = [layer for layer in self.step.layers if hasattr(layer, "cell")]
-        scaling = self.splits.scaling or {"mean": [0.0] * self.step.inputs[0].shape[-1],
-                                          "std": [1.0] * self.step.inputs[0].shape[-1]}
         return {"window": self.width, "channels": int(self.step.inputs[0].shape[-1]),
-                "states": [s for layer in recurrent for s in state_sizes(layer.cell)], **scaling,
-                "step_files": "<variant>_step.tflite (no int8)"}
+                "states": [s for layer in recurrent for s in state_sizes(layer.cell)],
+                **(self.splits.scaling or {}), "variants": self.variants}
 
     def parity_series(self) -> tuple[np.ndarray, np.ndarray, int]:
         """The points a step file reads for its parity (the last W of the training series,

@@ -175,7 +175,7 @@ class Forecasting(Regression):
         ends = starts + width - 1      # the test point each trial's window ends at
         forecasts, _, at_ends = stepper.read(test_points[None], states, keep_states=ends)
         metrics = {"test_nrmse_stream": nrmse(forecasts[0, width - 1:], following[width - 1:])}
-        if test_points.shape[-1] != 1:
+        if test_points.shape[-1] != 1 or not len(starts):
             return None, metrics
         test = np.concatenate([test_points[:, 0], following[-1:]])
         trials = stepper.free_run(forecasts[0, ends], [s[:, 0] for s in at_ends], horizon)[:, -1]

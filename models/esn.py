@@ -42,7 +42,7 @@ from typing import Literal
 import keras
 import numpy as np
 from keras import layers, ops
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from models.registry import Head, Hyperparameters, Stream, register
 
@@ -186,6 +186,13 @@ class EsnParams(Hyperparameters):
     regime: Literal["windows", "continuous"] = "windows"
     unroll: bool = False
 
+    @model_validator(mode="after")
+    def _continuous_reads_every_state(self):
+        if self.regime == "continuous" and self.representation != "last":
+            raise ValueError("regime 'continuous' fits the readout on the state at every step: "
+                             "representation must be 'last'")
+        return self
+
 
 def build_esn(inputs: keras.KerasTensor, head: Head, params: EsnParams) -> keras.Model:
     """Echo state network: a fixed random reservoir, a representation, a trained readout."""
@@ -285,4 +292,5 @@ def fit(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, params: Esn
 
 # Gradient descent follows the closed-form fit only for a `dense` readout.
 register("esn", hyperparameters=EsnParams, tasks=TASKS, fit=fit,
-         gradient=lambda params: params.readout == "dense")(build_esn)
+         gradient=lambda params: params.readout == "dense",
+         serves=lambda params: ("forecasting",) if params.regime == "continuous" else TASKS)(build_esn)

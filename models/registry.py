@@ -103,6 +103,11 @@ class Architecture:
     # True: the model reads a tree as node arrays (N, 1 + A), `models/recursive.py`; a task
     # whose examples are trees gives the other architectures its sequence view (the tokens)
     trees: bool = False
+    # (hyperparameters) -> the tasks it does with them, if fewer than `tasks`
+    serves: Callable[[Hyperparameters], tuple[str, ...]] | None = None
+
+    def tasks_with(self, hyperparameters: Hyperparameters) -> tuple[str, ...]:
+        return self.tasks if self.serves is None else self.serves(hyperparameters)
 
     @property
     def module(self) -> str:
@@ -118,13 +123,14 @@ _REGISTRY: dict[str, Architecture] = {}
 def register(name: str, *, hyperparameters: type[Hyperparameters], tasks: tuple[str, ...],
              fit: Fit | None = None, steps: Steps | None = None,
              gradient: Callable[[Hyperparameters], bool] | None = None, evaluate: Evaluate | None = None,
-             trees: bool = False):
+             trees: bool = False, serves: Callable[[Hyperparameters], tuple[str, ...]] | None = None):
     """Register a builder under `name`; a name can be registered once, from the module
     `FAMILIES` names. `fit`, if given, fits the built model in closed form first; `gradient`
     tells for given hyperparameters whether gradient descent follows (default: always);
     `steps`, if given, splits a trained model into the step models that generate from it;
     `evaluate`, if given, scores the trained model in the architecture's own terms; `trees`:
-    the model reads trees as node arrays."""
+    the model reads trees as node arrays; `serves`, if given, narrows `tasks` for given
+    hyperparameters."""
 
     def decorator(build: Builder) -> Builder:
         if name in _REGISTRY:
@@ -134,7 +140,7 @@ def register(name: str, *, hyperparameters: type[Hyperparameters], tasks: tuple[
                              "models.registry.FAMILIES under its module")
         doc = (build.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = Architecture(name, build, hyperparameters, tasks, doc[0] if doc else "", fit,
-                                      steps, gradient or (lambda hyperparameters: True), evaluate, trees)
+                                      steps, gradient or (lambda hyperparameters: True), evaluate, trees, serves)
         return build
 
     return decorator

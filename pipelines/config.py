@@ -316,6 +316,9 @@ def check_experiment(exp: Experiment, where: str, source: str = "params.yaml") -
         serves = ", ".join((native, *datasets.ALSO.get(native, ())))
         raise ParamsError(f"{source}: {where}.architecture: {exp.architecture!r} does not do {task} (dataset "
                           f"{exp.dataset!r} serves {serves}); it does {', '.join(arch.tasks)}")
+    if task not in arch.tasks_with(hyperparameters):
+        raise ParamsError(f"{source}: {where}.hyperparameters: with these {exp.architecture!r} does "
+                          f"{', '.join(arch.tasks_with(hyperparameters))}, not {task} (dataset {exp.dataset!r})")
     evaluation(exp, task, where, source)
     serving = tasks.get(task, exp.architecture)
     if serving.input_dtype == "int32" and getattr(hyperparameters, "vocabulary", 0) is None:

@@ -98,3 +98,19 @@ def test_impossible_continuous_fits_are_refused(overrides, stream, message):
     model = models.build("esn", (10, 1), FORECAST, params)
     with pytest.raises(ValueError, match=message):
         esn.fit(model, np.zeros((1, 10, 1)), np.zeros(1), params, stream=stream)
+
+
+@pytest.mark.parametrize("hyperparameters, dataset, message", [
+    ({"regime": "continuous"}, "japanese_vowels", r"hyperparameters: with these 'esn' does forecasting, "
+                                                  r"not sequence_classification"),
+    ({"regime": "continuous", "representation": "mean"}, "mackey_glass", "representation must be 'last'"),
+])
+def test_continuous_regime_is_refused_before_any_stage_where_it_cannot_run(hyperparameters, dataset, message):
+    from pipelines import config
+    from tests.conftest import tiny_params
+
+    doc = tiny_params(("japanese_vowels", "mackey_glass"), e={
+        "architecture": "esn", "dataset": dataset, "seed": 1, "hyperparameters": hyperparameters,
+        "training": {"batch_size": 8}, "export": {"variants": ["float32"]}})
+    with pytest.raises(config.ParamsError, match=message):
+        config.validate(doc)

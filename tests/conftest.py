@@ -186,6 +186,11 @@ def tfds_dir(tmp_path_factory, raw_dir, sequence_raw_dir):
 @pytest.fixture
 def workspace(tmp_path, tfds_dir, monkeypatch):
     """Point the stages at a scratch outputs tree and MLflow store, with digits prepared."""
+    return point_stages_at(tmp_path, tfds_dir, monkeypatch)
+
+
+def point_stages_at(tmp_path, tfds_dir, monkeypatch):
+    """`workspace` for a fixture of any scope (with a `pytest.MonkeyPatch` of its own)."""
     monkeypatch.setattr(paths, "TFDS_DIR", tfds_dir)
     monkeypatch.setattr(paths, "EXPERIMENTS", tmp_path / "experiments")
     monkeypatch.setattr(paths, "REPORT", tmp_path / "report")

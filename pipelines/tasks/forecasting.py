@@ -89,10 +89,11 @@ def plot_free_run(actual: np.ndarray, generated: np.ndarray, horizon: int, path:
     from its carried state)."""
     fig, ax = plt.subplots(figsize=(10, 3.6))
     steps = np.arange(1, len(actual) + 1)
-    ax.plot(steps, actual, label="actual", lw=1.2)
+    ax.plot(steps, actual, label="actual", lw=2.4, alpha=0.5)
     ax.plot(steps, generated, label="generated from a window (outputs fed back)", lw=1.2, ls="--")
-    if streamed is not None:
-        ax.plot(steps, streamed, label="generated from the carried state", lw=1.2, ls=":")
+    if streamed is not None:   # markers: it can lie on the actual series
+        ax.plot(steps, streamed, label="generated from the carried state", lw=1.0, ls=":", marker=".",
+                markevery=4, markersize=4)
     ax.axvline(horizon, color="grey", lw=0.8, ls=":", label=f"step {horizon}")
     ax.set_xlabel("steps after the training series")
     ax.set_ylabel("value (standardised)")

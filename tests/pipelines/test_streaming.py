@@ -13,7 +13,7 @@ from edge import runner
 from models.streaming import Stepper, step_model
 from pipelines import config, datasets, evaluate, export, paths, train
 from pipelines.exporters.stream import Streaming
-from tests.conftest import tiny_params
+from tests.conftest import point_stages_at, tiny_params
 
 EXPERIMENTS = {
     "laser_gru": {"architecture": "gru", "dataset": "santafe_laser", "seed": 3,
@@ -29,16 +29,19 @@ EXPERIMENTS = {
 }
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def params() -> config.Params:
     return config.validate(tiny_params(("santafe_laser",), **EXPERIMENTS))
 
 
-@pytest.fixture
-def exported(workspace, params):
-    train.train("laser_gru", params)
-    metrics = evaluate.evaluate("laser_gru", params)
-    return metrics, export.export("laser_gru", params)
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tfds_dir, params):
+    """laser_gru trained, evaluated and exported once for the module's tests."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        point_stages_at(tmp_path_factory.mktemp("streaming"), tfds_dir, monkeypatch)
+        train.train("laser_gru", params)
+        metrics = evaluate.evaluate("laser_gru", params)
+        yield metrics, export.export("laser_gru", params)
 
 
 def keras_stream(points: np.ndarray) -> np.ndarray:

@@ -112,8 +112,10 @@ def esn_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([table, ratio]).reset_index(names="")
 
 
-def inference(params: config.Params) -> pd.DataFrame:
-    rows = []
+def inference(params: config.Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per experiment, Keras's and each TFLite variant's single-sample latency; and per
+    forecaster and variant, one point through its step file against one window."""
+    rows, streamed = [], []
     for name, exp in params.experiments.items():
         files = paths.export_dir(name) / "tflite"
         if not (paths.train_dir(name) / "model.keras").exists() or not files.exists():
@@ -133,10 +135,11 @@ def inference(params: config.Params) -> pd.DataFrame:
             row[f"{variant} speed-up"] = keras_ms / ms
             point = edge.one_point(files, variant) if hasattr(edge, "one_point") else None
             if point is not None:   # a forecaster: one point through its step model, the state carried
-                row[f"{variant} step ms"] = tflite.median_latency_ms(lambda _, point=point: point(), None, RUNS)
-                row[f"{variant} window / step"] = ms / row[f"{variant} step ms"]
+                step_ms = tflite.median_latency_ms(lambda _, point=point: point(), None, RUNS)
+                streamed.append({"experiment": name, "variant": variant, "W": x.shape[1], "window ms": ms,
+                                 "step ms": step_ms, "window / step": ms / step_ms})
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), pd.DataFrame(streamed)
 
 
 def wall_seconds(*cmd: str, repeat: int = 3) -> float:
@@ -242,7 +245,7 @@ def main() -> None:
     params = config.load()
     runtime.setup(0)
     reservoir = esn_summary(esn_against_reservoirpy())
-    table = inference(params)
+    table, streamed = inference(params)
     pipeline = pd.DataFrame([{"command": "dvc repro (nothing to do)", "median s": wall_seconds("dvc", "repro")},
                              {"command": "dvc status", "median s": wall_seconds("dvc", "status")}])
     costs = overhead(params)
@@ -252,6 +255,9 @@ def main() -> None:
                          f"## Single-sample inference latency (median of {RUNS} runs; one decoder step for "
                          "seq2seq and language models)",
                         table.to_markdown(index=False, floatfmt=".3f") if len(table) else "(nothing exported)",
+                        f"## Forecasters: one point through the step file (the state carried) against a window of "
+                        f"W points through the window file (median of {RUNS} runs each)",
+                        streamed.to_markdown(index=False, floatfmt=".3f") if len(streamed) else "(no step files)",
                         "## Pipeline", pipeline.to_markdown(index=False, floatfmt=".2f"),
                         f"## Training: the train stage against bare Keras (median of {OVERHEAD_ROUNDS} interleaved "
                         "rounds of 2 epochs)", costs.to_markdown(index=False, floatfmt=".3f"),

@@ -257,7 +257,7 @@ def test_autoencoder_halves_export_with_parity_and_run_on_the_edge_runner(worksp
     assert "int8_encoder.tflite" in capsys.readouterr().err
     # `make bench`'s latency table times both halves (untrained experiments are skipped)
     from pipelines import bench
-    row = bench.inference(params).set_index("experiment").loc["ae"]
+    row = bench.inference(params)[0].set_index("experiment").loc["ae"]
     assert row["keras ms"] > 0 and row["float32 ms"] > 0 and row["float16 ms"] > 0
 
 

@@ -19,6 +19,7 @@ the device.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -230,26 +231,37 @@ class Forecaster:
         return values * self.spec["std"][0] + self.spec["mean"][0]
 
 
-def read_series(path: str, channels: int) -> np.ndarray:
-    """A series as (T, channels) float32: a `.npy` array, or a CSV file of `channels` numeric
-    columns (a header line is skipped)."""
+def read_series(path: str, channels: int, columns: list[str] | None = None) -> np.ndarray:
+    """A series as (T, channels) float32: a `.npy` array, or a CSV file. A CSV's header row
+    picks `columns` by name (any order, other columns ignored) where the model names them;
+    without names, or without a header, its columns are the model's, in order."""
     if path.endswith(".npy"):
         series = np.load(path)
     else:
-        with open(path) as f:
-            lines = [line for line in f.read().splitlines() if line.strip()]
+        with open(path, newline="", encoding="utf-8-sig") as f:   # a spreadsheet's byte-order mark skipped
+            rows = [row for row in csv.reader(f) if any(cell.strip() for cell in row)]
+        if not rows:
+            raise ValueError(f"{path}: no rows")
+        header = None
         try:
-            float(lines[0].split(",")[0])
-        except (ValueError, IndexError):
-            lines = lines[1:]   # a header
+            float(rows[0][0])
+        except ValueError:
+            header, rows = [h.strip() for h in rows[0]], rows[1:]
+        if header is not None and columns:
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise ValueError(f"{path}: no column {missing[0]!r} (the model reads {', '.join(columns)}; "
+                                 f"the file has {', '.join(header)})")
+            rows = [[row[header.index(c)] if header.index(c) < len(row) else "" for c in columns] for row in rows]
         try:
-            series = np.array([[float(v) for v in line.split(",")] for line in lines])
+            series = np.array([[float(v) for v in row] for row in rows])
         except ValueError as e:
             raise ValueError(f"{path}: not a CSV of numbers ({e})") from None
     series = np.asarray(series, np.float32)
     series = series.reshape(-1, 1) if series.ndim == 1 else series
     if series.ndim != 2 or series.shape[1] != channels or not len(series):
-        raise ValueError(f"{path}: a series shaped {series.shape}; the model reads (T, {channels}) points")
+        raise ValueError(f"{path}: a series shaped {series.shape}; the model reads (T, {channels}) points"
+                         + (f" ({', '.join(columns)})" if columns else ""))
     if not np.all(np.isfinite(series)):
         raise ValueError(f"{path}: the series has missing or infinite values")
     return series
@@ -261,7 +273,8 @@ def forecast(argv: list[str]) -> int:
                                      "of the next one (one line each), then --free-run N points generated from "
                                      "the last state, each forecast fed back as the next point.")
     parser.add_argument("folder", help="the export folder: <variant>_step.tflite, stream.json")
-    parser.add_argument("series", help="a .npy array (T,) or (T, channels), or a CSV file of the column(s)")
+    parser.add_argument("series", help="a .npy array (T,) or (T, channels), or a CSV file: the model's "
+                        "columns, in order or named in a header row")
     parser.add_argument("--free-run", type=int, default=0, metavar="N", help="points to generate after the series")
     parser.add_argument("--variant", default="float32")
     parser.add_argument("--scaled", action="store_true", help="the series is already standardised as in training "
@@ -270,7 +283,7 @@ def forecast(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         model = Forecaster.from_folder(args.folder, args.variant)
-        series = read_series(args.series, model.spec["channels"])
+        series = read_series(args.series, model.spec["channels"], model.spec.get("columns"))
         points = series if args.scaled else model.scale(series)
         values = model.read(points)
         if args.free_run:

@@ -188,9 +188,9 @@ class EsnParams(Hyperparameters):
 
     @model_validator(mode="after")
     def _continuous_reads_every_state(self):
-        if self.regime == "continuous" and self.representation != "last":
-            raise ValueError("regime 'continuous' fits the readout on the state at every step: "
-                             "representation must be 'last'")
+        if self.regime == "continuous" and (self.representation != "last" or self.readout != "ridge"):
+            raise ValueError("regime 'continuous' fits a ridge readout on the state at every step: "
+                             "representation must be 'last' and readout 'ridge'")
         return self
 
 
@@ -243,8 +243,9 @@ def fit(model: keras.Model, inputs: np.ndarray, targets: np.ndarray, params: Esn
     ridge readout over the representations (a `dense` readout is left to gradient descent).
     `regime` "windows" collects the states of the training examples, each from a zero
     state; "continuous" drives the reservoir once through the training series `stream`
-    (as reservoirpy does) and fits every step after the first `warmup` whose next point is
-    a training target (the validation's are left out)."""
+    (as reservoirpy does) and fits every step whose next point is a training target (the
+    first is the first window's last point; the validation's are left out), from step
+    `warmup` on."""
     from sklearn.decomposition import PCA
     from sklearn.linear_model import Ridge
 

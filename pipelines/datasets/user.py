@@ -249,6 +249,10 @@ class ArchlabUserSeries(_ConfiguredWindow, ForecastingWindows):
         return 1 + len(self.builder_config.get("inputs"))
 
     @property
+    def columns(self) -> list[str]:
+        return [self.builder_config.get("column"), *self.builder_config.get("inputs")]
+
+    @property
     def DESCRIPTION(self) -> str:   # noqa: N802 (the base class's attribute)
         inputs = self.builder_config.get("inputs")
         return (f"{self.builder_config.description}: column {self.builder_config.get('column')!r}"

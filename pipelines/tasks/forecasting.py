@@ -58,6 +58,14 @@ def free_run(model, windows: np.ndarray, steps: int) -> np.ndarray:
     return np.stack([g.numpy() for g in generated], axis=1)
 
 
+def training_points(splits) -> np.ndarray:
+    """The training series' points in order (T, channels), what a stream is warmed up on. A
+    series of one column ends with its last point (the last target); with input columns it
+    ends one point short, since no window holds that point's inputs (a stream then skips it)."""
+    points, _, _ = splits.stream("train")
+    return splits.series("train")[:, None] if points.shape[-1] == 1 else points
+
+
 def at_horizon_nrmse(generated: np.ndarray, series: np.ndarray, truth_at: np.ndarray) -> float:
     """The free runs' error at their horizon: sqrt of the mean squared error over the trials,
     over the standard deviation of the series."""
@@ -168,9 +176,7 @@ class Forecasting(Regression):
         """The streamed scores, and the free run after the training series (None for a
         series with input columns)."""
         horizon, steps = settings.horizon, settings.free_run_steps
-        train_points, _, _ = splits.stream("train")
-        if train_points.shape[-1] == 1:   # and the last training point (a target, whose other columns are unknown)
-            train_points = splits.series("train")[:, None]
+        train_points = training_points(splits)
         test_points, following, _ = splits.stream("test")
         warmed, states, _ = stepper.read(train_points[None, -(settings.stream_warmup or width):])
         ends = starts + width - 1      # the test point each trial's window ends at

@@ -262,11 +262,6 @@ class Splits:
         return {"mean": metadata["mean"], "std": metadata["std"]} if "mean" in metadata else None
 
     @property
-    def columns(self) -> list[str] | None:
-        """A forecasting series' column names, the forecast one first (None if unnamed)."""
-        return (self.info.metadata or {}).get("columns")
-
-    @property
     def input_shape(self) -> tuple:
         if self.info.supervised_keys is None:   # windows cut from a catalog text
             return tuple(self.train.element_spec[0].shape)

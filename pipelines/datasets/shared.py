@@ -29,8 +29,7 @@ class ForecastingWindows(Windows):
     """A series as one-step forecasting windows: `window` standardised points -> the next
     point of its first column (the forecast one; any other columns are inputs beside it).
     Each column is scaled with the mean and standard deviation of the first
-    1 - `test_fraction` of the series (kept in the dataset's metadata, `metadata.json`, with
-    the columns' names if they have any); the
+    1 - `test_fraction` of the series (kept in the dataset's metadata, `metadata.json`); the
     test split's windows lie wholly in the rest.
     `position` (the target's index in the series) lets a split be read back as one
     contiguous series (`datasets.series`)."""
@@ -44,11 +43,6 @@ class ForecastingWindows(Windows):
     @property
     def channels(self) -> int:
         return 1
-
-    @property
-    def columns(self) -> list[str] | None:
-        """The columns' names, the forecast one first (None: a series of one unnamed column)."""
-        return None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(
@@ -74,8 +68,7 @@ class ForecastingWindows(Windows):
         boundary = self.boundary(len(series))
         train = series[:boundary]
         mean, std = train.mean(axis=0), train.std(axis=0)
-        self.info.metadata.update(mean=mean.tolist(), std=std.tolist(),
-                                  **({"columns": self.columns} if self.columns else {}))
+        self.info.metadata.update(mean=mean.tolist(), std=std.tolist())
         scaled = ((series - mean) / std).astype(np.float32)
         return {"train": self._generate_examples(scaled, 0, boundary),
                 "test": self._generate_examples(scaled, boundary, len(series))}

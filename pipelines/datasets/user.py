@@ -248,9 +248,10 @@ class ArchlabUserSeries(_ConfiguredWindow, ForecastingWindows):
     def channels(self) -> int:
         return 1 + len(self.builder_config.get("inputs"))
 
-    @property
-    def columns(self) -> list[str]:
-        return [self.builder_config.get("column"), *self.builder_config.get("inputs")]
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        splits = super()._split_generators(dl_manager)
+        self.info.metadata["columns"] = [self.builder_config.get("column"), *self.builder_config.get("inputs")]
+        return splits
 
     @property
     def DESCRIPTION(self) -> str:   # noqa: N802 (the base class's attribute)

@@ -54,10 +54,10 @@ class Streaming(WindowModel):
         if self.step is None:
             return None
         recurrent = [layer for layer in self.step.layers if hasattr(layer, "cell")]
+        columns = (self.splits.info.metadata or {}).get("columns")   # a user's CSV names them
         return {"window": self.width, "channels": int(self.step.inputs[0].shape[-1]),
                 "states": [s for layer in recurrent for s in state_sizes(layer.cell)],
-                **(self.splits.scaling or {}), **({"columns": self.splits.columns} if self.splits.columns else {}),
-                "variants": self.variants}
+                **(self.splits.scaling or {}), **({"columns": columns} if columns else {}), "variants": self.variants}
 
     def parity_series(self) -> tuple[np.ndarray, np.ndarray, int]:
         """The points a step file reads for its parity (the last W of the training series,

@@ -10,11 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
+from edge import runner
+from models.streaming import Stepper, step_model
 from pipelines import config, dag, datasets, evaluate, export, paths, report, train
 from pipelines.datasets import RawDataError
 from pipelines.datasets.shared import CHARACTERS
@@ -343,6 +346,18 @@ def test_each_kind_is_trained_evaluated_exported_and_reported(workspace, tmp_pat
     assert metrics["pics_ae"]["test_reconstruction_mse"] > 0
     assert metrics["sales_lstm"]["test_nrmse"] > 0 and metrics["sales_lstm"]["baseline_nrmse"] > 0
     assert not any(k.startswith("free_run") for k in metrics["sales_lstm"])   # input columns: no free run
+    assert metrics["sales_lstm"]["test_nrmse_stream"] > 0                     # streamed one step ahead
+    # a device streams the user's own CSV (its time column too: columns by name) in its units
+    folder = paths.export_dir("sales_lstm") / "tflite"
+    spec = json.loads((folder / "stream.json").read_text())
+    assert spec["columns"] == ["y", "x"] and spec["channels"] == 2
+    out = tmp_path / "forecasts.npy"
+    assert runner.main(["forecast", str(folder), str(tmp_path / "mine" / "sales.csv"), "--output", str(out)]) == 0
+    raw = np.loadtxt(tmp_path / "mine" / "sales.csv", delimiter=",", skiprows=1)[:, 1:3]   # y, x
+    points = ((raw - spec["mean"]) / spec["std"]).astype(np.float32)
+    step = step_model(keras.models.load_model(paths.train_dir("sales_lstm") / "model.keras"))
+    expected = Stepper(step).read(points[None])[0][0] * spec["std"][0] + spec["mean"][0]
+    np.testing.assert_allclose(np.load(out), expected, atol=1e-4 * spec["std"][0])
     assert 0 < metrics["poems_lm"]["test_bpc"] < math.log2(len(CHARACTERS))   # better than uniform guessing
     frame = report.report(params)
     assert set(frame["experiment"]) == set(experiments)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
+import models
 from edge import runner
 from models import esn
 from models.streaming import Stepper, step_model
@@ -179,14 +180,21 @@ def test_the_runner_refuses_a_bad_series_in_one_line(exported, tmp_path, capsys,
     assert __import__("re").search(message, err), err
 
 
-def test_a_bidirectional_forecaster_exports_its_window_model_alone(workspace, params):
-    train.train("laser_bi_gru", params)
-    metrics = evaluate.evaluate("laser_bi_gru", params)
-    assert "test_nrmse_stream" not in metrics and "free_run_nrmse_84" in metrics
-    export.export("laser_bi_gru", params)
-    folder = paths.export_dir("laser_bi_gru") / "tflite"
-    assert sorted(p.name for p in folder.iterdir()) == ["float32.tflite"]
-    assert Streaming.one_point(folder, "float32") is None
+def test_a_bidirectional_forecaster_is_scored_and_exported_from_windows_alone(exported, params, tmp_path):
+    """(An untrained model: what matters is which scores and files it gets.)"""
+    exp = params.experiments["laser_bi_gru"]
+    splits = datasets.load("santafe_laser", 10)
+    task = tasks.get("forecasting", "bi_gru")
+    model = models.build("bi_gru", task.input_shape(splits), task.head(splits), config.hyperparameters(exp))
+    x, y = task.arrays(splits.test)
+    metrics, _ = task.extra(model, splits, x, y, tmp_path, task.Evaluation())
+    assert "free_run_nrmse_84" in metrics and not any(k.endswith("_stream") for k in metrics)
+    edge = Streaming(model, exp, task, splits, ["float32"])
+    assert edge.spec() is None
+    edge.write("float32", tmp_path, None)
+    assert sorted(p.name for p in tmp_path.glob("*.tflite")) == ["float32.tflite"]
+    assert Streaming.one_point(tmp_path, "float32") is None
+    assert edge.extras(tmp_path, "float32", exp.export, "") == ({}, {})
 
 
 def test_a_continuous_esn_is_fitted_through_the_train_stage_on_its_training_targets(workspace, params):

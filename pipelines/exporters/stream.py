@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edge.runner import Forecaster
-from models.streaming import Stepper, state_sizes, step_model
+from models.streaming import Stepper, state_sizes, step_model, zero_states
 from pipelines import config
 from pipelines.exporters import tflite
 from pipelines.exporters.window import WindowModel
@@ -93,7 +93,7 @@ class Streaming(WindowModel):
 
     def keras_step_latency_ms(self, runs: int) -> float:
         stepper = Stepper(self.step)
-        states = [np.zeros((1, size), np.float32) for size in (i.shape[-1] for i in self.step.inputs[1:])]
+        states = zero_states(self.step)
         point = np.zeros((1, self.step.inputs[0].shape[-1]), np.float32)
         return tflite.median_latency_ms(lambda _: stepper(point, states), None, runs)
 

@@ -62,8 +62,8 @@ def training_points(splits) -> np.ndarray:
     """The training series' points in order (T, channels), what a stream is warmed up on. A
     series of one column ends with its last point (the last target); with input columns it
     ends one point short, since no window holds that point's inputs (a stream then skips it)."""
-    points, _, _ = splits.stream("train")
-    return splits.series("train")[:, None] if points.shape[-1] == 1 else points
+    points, following, _ = splits.stream("train")
+    return np.concatenate([points[:, 0], following[-1:]])[:, None] if points.shape[-1] == 1 else points
 
 
 def at_horizon_nrmse(generated: np.ndarray, series: np.ndarray, truth_at: np.ndarray) -> float:
@@ -162,7 +162,7 @@ class Forecasting(Regression):
         except ValueError:   # a bidirectional model reads the future: no step model
             streamed = None
         else:
-            streamed, stream_metrics = self.streaming(stepper, splits, settings, width, starts)
+            streamed, stream_metrics = self.streaming(stepper, splits, settings, width, starts, test)
             metrics.update(stream_metrics)
         if after_training is None:
             return metrics, []
@@ -172,7 +172,7 @@ class Forecasting(Regression):
 
     @staticmethod
     def streaming(stepper: Stepper, splits, settings: ForecastingEvaluation, width: int,
-                  starts: np.ndarray) -> tuple[np.ndarray | None, dict[str, float]]:
+                  starts: np.ndarray, test: np.ndarray) -> tuple[np.ndarray | None, dict[str, float]]:
         """The streamed scores, and the free run after the training series (None for a
         series with input columns)."""
         horizon, steps = settings.horizon, settings.free_run_steps
@@ -184,7 +184,6 @@ class Forecasting(Regression):
         metrics = {"test_nrmse_stream": nrmse(forecasts[0, width - 1:], following[width - 1:])}
         if test_points.shape[-1] != 1 or not len(starts):
             return None, metrics
-        test = np.concatenate([test_points[:, 0], following[-1:]])
         trials = stepper.free_run(forecasts[0, ends], [s[:, 0] for s in at_ends], horizon)[:, -1]
         after_training = stepper.free_run(warmed[:, -1], states, steps)[0]
         metrics.update({f"free_run_nrmse_{horizon}_stream": at_horizon_nrmse(trials, test, ends + horizon),
